@@ -1,0 +1,209 @@
+//! The subcommands besides `run`: `classify`, `check` and `cameras`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::classifier::Classifier;
+use crate::config::{Config, ModelConfig, SourceKind};
+use crate::engine::RawOutput;
+use crate::preprocess::Preprocessor;
+use crate::source;
+
+#[derive(Debug, Serialize)]
+struct ImageResult<'a> {
+    image: String,
+    probabilities: std::collections::BTreeMap<&'a str, f32>,
+    top: Vec<TopEntry<'a>>,
+    malignant_probability: f32,
+    /// sha256 of the exact bytes given to the engine (for comparing with the Python reference).
+    input_sha256: String,
+    /// The engine's raw output (quantized values for an int8 model).
+    raw_output: serde_json::Value,
+    model: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+struct TopEntry<'a> {
+    code: &'a str,
+    name: &'a str,
+    probability: f32,
+    malignant: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct ImageFailure {
+    image: String,
+    error: String,
+}
+
+/// Classifies image files; one JSON object per image on stdout with `--json`, a line of text
+/// otherwise. Returns how many images failed.
+pub fn classify(model: &ModelConfig, images: &[PathBuf], json: bool) -> Result<usize, crate::classifier::ClassifierError> {
+    let mut classifier = Classifier::load(model)?;
+    let mut preprocessor = Preprocessor::new(classifier.input_spec(), false);
+    let labels = classifier.labels().clone();
+    let model_id = classifier.info().id.clone();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut failures = 0;
+    for path in images {
+        let outcome = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| source::decode::decode_image(&bytes).map_err(|e| e.to_string()))
+            .and_then(|image| {
+                let input = preprocessor.run(&image);
+                let sha = input.sha256();
+                classifier.classify(&input).map(|(c, raw, _)| (c, raw, sha)).map_err(|e| e.to_string())
+            });
+        let line = match outcome {
+            Ok((c, raw, input_sha256)) => {
+                let result = ImageResult {
+                    image: path.display().to_string(),
+                    probabilities: labels.classes.iter().map(|l| (l.code.as_str(), c.probabilities[l.index])).collect(),
+                    top: c
+                        .top
+                        .iter()
+                        .map(|&i| TopEntry {
+                            code: &labels.classes[i].code,
+                            name: &labels.classes[i].name,
+                            probability: c.probabilities[i],
+                            malignant: labels.classes[i].malignant,
+                        })
+                        .collect(),
+                    malignant_probability: labels.classes.iter().filter(|l| l.malignant).map(|l| c.probabilities[l.index]).sum(),
+                    input_sha256,
+                    raw_output: match raw {
+                        RawOutput::U8 { values, .. } => serde_json::json!(values),
+                        RawOutput::F32(v) => serde_json::json!(v),
+                    },
+                    model: &model_id,
+                };
+                if json {
+                    serde_json::to_string(&result).unwrap_or_default()
+                } else {
+                    let top: Vec<String> =
+                        result.top.iter().map(|t| format!("{} {:.1}%", t.code, t.probability * 100.0)).collect();
+                    format!("{}: {}", result.image, top.join(", "))
+                }
+            }
+            Err(error) => {
+                failures += 1;
+                tracing::error!(image = %path.display(), "{error}");
+                if json {
+                    serde_json::to_string(&ImageFailure { image: path.display().to_string(), error }).unwrap_or_default()
+                } else {
+                    format!("{}: error: {error}", path.display())
+                }
+            }
+        };
+        if writeln!(out, "{line}").is_err() {
+            break; // stdout closed (a pipe to `head`)
+        }
+    }
+    Ok(failures)
+}
+
+/// One line of `lesiond check`'s report.
+fn report(ok: bool, what: &str, detail: &str) -> bool {
+    println!("{} {what}: {detail}", if ok { "ok  " } else { "FAIL" });
+    ok
+}
+
+/// Validates a configuration, its model and its source, saying what is wrong. Returns whether
+/// everything passed.
+pub fn check(config: &Config) -> bool {
+    let mut all_ok = report(true, "config", "parsed and valid");
+    match Classifier::load(&config.model) {
+        Ok(c) => {
+            let info = c.info();
+            report(true, "model", &format!("{} sha256 {} T={}", info.engine, info.sha256, info.temperature));
+        }
+        Err(e) => all_ok &= report(false, "model", &e.to_string()),
+    }
+    all_ok &= match config.source.kind {
+        SourceKind::Synthetic => report(true, "source", "synthetic frames"),
+        SourceKind::Directory => match source::directory::list_images(&config.source.directory.path) {
+            Ok(files) if files.is_empty() => report(false, "source", &format!("{} has no image files", config.source.directory.path.display())),
+            Ok(files) => report(true, "source", &format!("{} image files in {}", files.len(), config.source.directory.path.display())),
+            Err(e) => report(false, "source", &e.to_string()),
+        },
+        SourceKind::Camera => check_camera(config),
+    };
+    all_ok &= check_broker(config);
+    all_ok
+}
+
+#[cfg(feature = "camera")]
+fn check_camera(config: &Config) -> bool {
+    match source::camera::open_camera(&config.source.camera) {
+        Ok(mut camera) => match camera.frame() {
+            Ok(frame) => {
+                let r = frame.resolution();
+                report(true, "camera", &format!("{} delivers {}x{} {}", config.source.camera.device, r.width(), r.height(), frame.source_frame_format()))
+            }
+            Err(e) => report(false, "camera", &format!("{} opened but gave no frame: {e}", config.source.camera.device)),
+        },
+        Err(e) => report(false, "camera", &format!("{e} (is it plugged in? is this user in the `video` group?)")),
+    }
+}
+
+#[cfg(not(feature = "camera"))]
+fn check_camera(_config: &Config) -> bool {
+    report(false, "camera", &source::SourceError::NoCameraSupport.to_string())
+}
+
+/// A plain TCP connect to the broker: enough to catch a wrong host or port or a firewall.
+fn check_broker(config: &Config) -> bool {
+    use std::net::ToSocketAddrs;
+    let target = format!("{}:{}", config.mqtt.host, config.mqtt.port);
+    let addrs = match target.to_socket_addrs() {
+        Ok(a) => a.collect::<Vec<_>>(),
+        Err(e) => return report(false, "mqtt", &format!("cannot resolve {target}: {e}")),
+    };
+    for addr in &addrs {
+        if std::net::TcpStream::connect_timeout(addr, std::time::Duration::from_secs(3)).is_ok() {
+            return report(true, "mqtt", &format!("broker reachable at {target}"));
+        }
+    }
+    report(false, "mqtt", &format!("nothing accepts connections at {target} (the daemon would keep retrying)"))
+}
+
+/// Lists the video devices nokhwa sees.
+pub fn cameras() -> Result<(), source::SourceError> {
+    #[cfg(feature = "camera")]
+    {
+        let found = source::camera::list_cameras()?;
+        if found.is_empty() {
+            println!("no video devices found (is the dermatoscope plugged in? is this user in the `video` group?)");
+        }
+        for c in found {
+            println!("{}\t{}\t{}", c.index, c.name, c.description);
+        }
+        Ok(())
+    }
+    #[cfg(not(feature = "camera"))]
+    Err(source::SourceError::NoCameraSupport)
+}
+
+/// The model section `classify` uses: the embedded default's, with `--model` and friends
+/// replacing parts of it.
+pub fn model_for_classify(base: &ModelConfig, model: Option<&Path>, labels: Option<&Path>, calibration: Option<&Path>, threads: Option<u32>) -> ModelConfig {
+    let mut m = base.clone();
+    if let Some(p) = model {
+        m.path = p.to_path_buf();
+        // A model given by hand has no calibration unless one is given too.
+        m.calibration = None;
+    }
+    if let Some(p) = labels {
+        m.labels = p.to_path_buf();
+    }
+    if let Some(p) = calibration {
+        m.calibration = Some(p.to_path_buf());
+    }
+    if let Some(t) = threads {
+        m.threads = t.max(1);
+    }
+    m
+}

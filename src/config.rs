@@ -1,0 +1,433 @@
+//! Configuration: a TOML file (or the embedded demo default) overlaid with environment variables.
+//!
+//! Every key can be overridden as `LESIOND_<SECTION>__<KEY>` (nested sections join with `__`,
+//! e.g. `LESIOND_SOURCE__DIRECTORY__PATH`). Unknown keys and bad values are errors that name
+//! the key, so a typo in `/etc/lesiond/lesiond.toml` stops the service at start instead of being
+//! silently ignored.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The demo configuration compiled into the binary: synthetic frames, a broker on localhost.
+pub const DEMO_TOML: &str = include_str!("../config/demo.toml");
+
+const ENV_PREFIX: &str = "LESIOND";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid configuration{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub station: StationConfig,
+    pub source: SourceConfig,
+    #[serde(default)]
+    pub preprocess: PreprocessConfig,
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationConfig {
+    /// Names this station in every MQTT topic: `<prefix>/<id>/...`.
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Camera,
+    Directory,
+    Synthetic,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub kind: SourceKind,
+    #[serde(default)]
+    pub camera: CameraConfig,
+    #[serde(default)]
+    pub directory: DirectoryConfig,
+    #[serde(default)]
+    pub synthetic: SyntheticConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PixelFormat {
+    Mjpeg,
+    Yuyv,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraConfig {
+    /// A device index (`0`), a path (`/dev/video2`) or part of the device's name.
+    pub device: String,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub format: PixelFormat,
+    /// Longest wait between attempts to reopen an unplugged camera.
+    pub reopen_backoff_max_secs: u64,
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        Self {
+            device: "0".into(),
+            width: 1280,
+            height: 960,
+            fps: 15,
+            format: PixelFormat::Mjpeg,
+            reopen_backoff_max_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectoryConfig {
+    pub path: PathBuf,
+    /// Frames per second to replay at; 0 means as fast as the pipeline takes them, losing none.
+    pub fps: f64,
+    /// Start again from the first file after the last one.
+    #[serde(rename = "loop")]
+    pub looping: bool,
+    /// After the last file, exit the daemon once every result was acknowledged by the broker.
+    pub exit_when_done: bool,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        Self { path: PathBuf::from("captures"), fps: 0.0, looping: false, exit_when_done: false }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyntheticConfig {
+    pub fps: f64,
+    pub width: u32,
+    pub height: u32,
+    pub seed: u64,
+    /// Number of frames to generate; 0 means no end.
+    pub count: u64,
+}
+
+impl Default for SyntheticConfig {
+    fn default() -> Self {
+        Self { fps: 2.0, width: 640, height: 480, seed: 1, count: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreprocessConfig {
+    /// Black out what lies outside the circle of a dermatoscope's lens. The shipped model was
+    /// trained without it; enable only with a model trained with it.
+    pub circular_mask: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    Tflite,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    #[serde(default = "default_engine")]
+    pub engine: EngineKind,
+    pub path: PathBuf,
+    pub labels: PathBuf,
+    /// JSON file with the temperature fitted on validation; absent means uncalibrated (T = 1).
+    #[serde(default)]
+    pub calibration: Option<PathBuf>,
+    #[serde(default = "default_threads")]
+    pub threads: u32,
+}
+
+fn default_engine() -> EngineKind {
+    EngineKind::Tflite
+}
+fn default_threads() -> u32 {
+    2
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Frames waiting for inference; when full the oldest is dropped (and counted).
+    pub queue_capacity: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self { queue_capacity: 2 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    /// Defaults to `lesiond-<station id>`.
+    pub client_id: String,
+    pub topic_prefix: String,
+    pub keep_alive_secs: u64,
+    /// How long to wait for the broker before telling systemd we are ready anyway.
+    pub ready_timeout_secs: u64,
+    /// Publish each classified frame as a JPEG on `<prefix>/<id>/frame` (off: images stay here).
+    pub publish_frames: bool,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            host: "localhost".into(),
+            port: 1883,
+            client_id: String::new(),
+            topic_prefix: "lesiond".into(),
+            keep_alive_secs: 30,
+            ready_timeout_secs: 10,
+            publish_frames: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `lesiond=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// Where the TOML text came from, for error messages and for SIGHUP reloads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigOrigin {
+    Embedded,
+    File(PathBuf),
+}
+
+impl std::fmt::Display for ConfigOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigOrigin::Embedded => write!(f, "the embedded demo config"),
+            ConfigOrigin::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+impl Config {
+    /// Loads from `origin`, then applies `LESIOND_*` overrides from the process environment.
+    pub fn load(origin: &ConfigOrigin) -> Result<Config, ConfigError> {
+        let text = match origin {
+            ConfigOrigin::Embedded => DEMO_TOML.to_string(),
+            ConfigOrigin::File(path) => std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.clone(), source })?,
+        };
+        Self::from_toml_and_env(&text, origin, std::env::vars())
+    }
+
+    /// The pure core of [`Config::load`]: text plus an explicit environment, for tests.
+    pub fn from_toml_and_env(
+        text: &str,
+        origin: &ConfigOrigin,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: format!(" in {origin}"),
+            message,
+        };
+        // Only `LESIOND_<SECTION>__<KEY>` variables are config overrides; other LESIOND_*
+        // variables (e.g. the training pipeline's LESIOND_DATA) are not ours to reject.
+        let overrides: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| {
+                k.strip_prefix(ENV_PREFIX)
+                    .and_then(|rest| rest.strip_prefix('_'))
+                    .is_some_and(|rest| rest.contains("__"))
+            })
+            .collect();
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("_")
+                    .separator("__")
+                    .source(Some(overrides)),
+            )
+            .build()
+            .map_err(|e| invalid(e.to_string()))?;
+        let config: Config = built.try_deserialize().map_err(|e| invalid(e.to_string()))?;
+        config.validate().map_err(invalid)?;
+        Ok(config)
+    }
+
+    /// Checks the values serde cannot: each message names the key.
+    fn validate(&self) -> Result<(), String> {
+        let topic_safe = |s: &str| {
+            !s.is_empty()
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        };
+        if !topic_safe(&self.station.id) {
+            return Err(format!(
+                "station.id = {:?}: use letters, digits, '-', '_' or '.' (it is part of MQTT topics)",
+                self.station.id
+            ));
+        }
+        let prefix_ok = !self.mqtt.topic_prefix.is_empty()
+            && self.mqtt.topic_prefix.split('/').all(topic_safe);
+        if !prefix_ok {
+            return Err(format!(
+                "mqtt.topic_prefix = {:?}: use topic levels of letters, digits, '-', '_' or '.'",
+                self.mqtt.topic_prefix
+            ));
+        }
+        if self.mqtt.host.trim().is_empty() {
+            return Err("mqtt.host is empty".into());
+        }
+        if self.mqtt.port == 0 {
+            return Err("mqtt.port must be 1..65535".into());
+        }
+        if self.mqtt.keep_alive_secs < 5 {
+            return Err("mqtt.keep_alive_secs must be at least 5".into());
+        }
+        if self.pipeline.queue_capacity == 0 {
+            return Err("pipeline.queue_capacity must be at least 1".into());
+        }
+        if self.model.threads == 0 || self.model.threads > 64 {
+            return Err(format!("model.threads = {}: use 1..64", self.model.threads));
+        }
+        let cam = &self.source.camera;
+        if cam.width == 0 || cam.height == 0 || cam.fps == 0 {
+            return Err("source.camera.width, height and fps must be positive".into());
+        }
+        if cam.device.trim().is_empty() {
+            return Err("source.camera.device is empty".into());
+        }
+        let dir = &self.source.directory;
+        if !dir.fps.is_finite() || dir.fps < 0.0 {
+            return Err(format!("source.directory.fps = {}: use 0 (lossless) or more", dir.fps));
+        }
+        let syn = &self.source.synthetic;
+        if !syn.fps.is_finite() || syn.fps <= 0.0 {
+            return Err(format!("source.synthetic.fps = {}: must be positive", syn.fps));
+        }
+        if syn.width < 16 || syn.height < 16 || syn.width > 8192 || syn.height > 8192 {
+            return Err("source.synthetic.width and height must be 16..8192".into());
+        }
+        Ok(())
+    }
+
+    /// The MQTT client id, defaulting to one derived from the station id.
+    pub fn client_id(&self) -> String {
+        if self.mqtt.client_id.is_empty() {
+            format!("lesiond-{}", self.station.id)
+        } else {
+            self.mqtt.client_id.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_toml_and_env(
+            text,
+            &ConfigOrigin::Embedded,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn embedded_demo_config_is_valid() {
+        let c = load(DEMO_TOML, &[]).expect("demo config loads");
+        assert_eq!(c.source.kind, SourceKind::Synthetic);
+    }
+
+    #[test]
+    fn production_config_is_valid() {
+        let text = include_str!("../config/lesiond.toml");
+        let c = load(text, &[]).expect("production config loads");
+        assert_eq!(c.source.kind, SourceKind::Camera);
+    }
+
+    #[test]
+    fn env_overrides_nested_keys() {
+        let c = load(
+            DEMO_TOML,
+            &[
+                ("LESIOND_MQTT__PORT", "1884"),
+                ("LESIOND_SOURCE__DIRECTORY__FPS", "2.5"),
+                ("LESIOND_SOURCE__KIND", "directory"),
+                ("LESIOND_DATA", "/not/a/config/key"),
+            ],
+        )
+        .expect("overrides load");
+        assert_eq!(c.mqtt.port, 1884);
+        assert_eq!(c.source.directory.fps, 2.5);
+        assert_eq!(c.source.kind, SourceKind::Directory);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = DEMO_TOML.replace("[mqtt]", "[mqtt]\nprot = 1");
+        let err = load(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn unknown_env_key_is_named() {
+        let err = load(DEMO_TOML, &[("LESIOND_MQTT__PROT", "1")]).unwrap_err().to_string();
+        assert!(err.contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = load(DEMO_TOML, &[("LESIOND_MQTT__PORT", "seventy")]).unwrap_err().to_string();
+        assert!(err.contains("mqtt.port") || err.contains("port"), "{err}");
+        let err = load(DEMO_TOML, &[("LESIOND_PIPELINE__QUEUE_CAPACITY", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pipeline.queue_capacity"), "{err}");
+        let err = load(DEMO_TOML, &[("LESIOND_STATION__ID", "a/b")]).unwrap_err().to_string();
+        assert!(err.contains("station.id"), "{err}");
+    }
+
+    #[test]
+    fn broken_toml_is_an_error() {
+        assert!(load("[station\nid = ", &[]).is_err());
+    }
+}

@@ -1,0 +1,89 @@
+//! Engines: run the network on one input tensor. The rest of the daemon sees only [`Engine`];
+//! the TF Lite engine (`tflitec`) is the default, others can sit behind the same interface.
+
+#[cfg(feature = "tflite")]
+pub mod tflite;
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{EngineKind, ModelConfig};
+use crate::preprocess::{InputSpec, InputTensor};
+
+/// The network's raw output for one frame: logits, quantized or not.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawOutput {
+    U8 { values: Vec<u8>, scale: f32, zero_point: i32 },
+    F32(Vec<f32>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("model file {0} not found")]
+    Missing(PathBuf),
+    #[error("cannot load model {path}: {reason}")]
+    Load { path: PathBuf, reason: String },
+    #[error("model {path} does not fit lesiond: {reason}")]
+    Shape { path: PathBuf, reason: String },
+    #[error("inference failed: {0}")]
+    Invoke(String),
+    #[error("engine {0:?} is not built into this binary (enable its cargo feature)")]
+    NotBuilt(EngineKind),
+}
+
+/// A loaded network, ready to classify one frame at a time. Not shared between threads: the
+/// pipeline owns it on its inference thread.
+pub trait Engine: Send {
+    /// The input the network expects (size, type, quantization), read from the model.
+    fn input_spec(&self) -> InputSpec;
+    /// Length of the output vector: the number of classes.
+    fn num_classes(&self) -> usize;
+    fn infer(&mut self, input: &InputTensor) -> Result<RawOutput, EngineError>;
+    /// A short description for logs and `lesiond check`.
+    fn describe(&self) -> String;
+}
+
+/// Loads the configured model with the configured engine.
+pub fn open(config: &ModelConfig) -> Result<Box<dyn Engine>, EngineError> {
+    if !config.path.is_file() {
+        return Err(EngineError::Missing(config.path.clone()));
+    }
+    match config.engine {
+        #[cfg(feature = "tflite")]
+        EngineKind::Tflite => Ok(Box::new(tflite::TfliteEngine::load(&config.path, config.threads)?)),
+        #[cfg(not(feature = "tflite"))]
+        kind @ EngineKind::Tflite => Err(EngineError::NotBuilt(kind)),
+    }
+}
+
+/// Checks a model's input and output shapes: `[1, H, W, 3]` in, `[1, N]` out.
+pub(crate) fn check_shapes(path: &Path, input: &[usize], output: &[usize]) -> Result<(u32, u32, usize), EngineError> {
+    let shape_err = |reason: String| EngineError::Shape { path: path.to_path_buf(), reason };
+    let (h, w) = match input {
+        [1, h, w, 3] if *h > 0 && *w > 0 => (*h, *w),
+        other => return Err(shape_err(format!("input shape is {other:?}; expected [1, height, width, 3] (NHWC RGB)"))),
+    };
+    let n = match output {
+        [1, n] if *n > 0 => *n,
+        other => return Err(shape_err(format!("output shape is {other:?}; expected [1, number of classes]"))),
+    };
+    let (w, h) = (u32::try_from(w), u32::try_from(h));
+    match (w, h) {
+        (Ok(w), Ok(h)) if w <= 4096 && h <= 4096 => Ok((w, h, n)),
+        _ => Err(shape_err("input is larger than 4096x4096".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_checks_name_the_problem() {
+        let p = Path::new("m.tflite");
+        assert_eq!(check_shapes(p, &[1, 192, 256, 3], &[1, 7]).expect("ok"), (256, 192, 7));
+        let e = check_shapes(p, &[1, 3, 192, 256], &[1, 7]).unwrap_err().to_string();
+        assert!(e.contains("NHWC"), "{e}");
+        let e = check_shapes(p, &[1, 192, 256, 3], &[1, 7, 1]).unwrap_err().to_string();
+        assert!(e.contains("output shape"), "{e}");
+    }
+}

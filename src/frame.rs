@@ -1,0 +1,25 @@
+//! What travels between the stages: a captured frame and the timings it gathers on the way.
+
+use std::time::{Duration, SystemTime};
+
+use image::RgbImage;
+
+/// Where a frame came from, as published (`"camera"`, `"directory"`, `"synthetic"`) plus a
+/// name that identifies it within that source (a file name, a device, a generator seed).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FrameOrigin {
+    pub kind: &'static str,
+    pub name: String,
+}
+
+/// A decoded frame, RGB8, as a source hands it to the pipeline.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Monotonic per daemon run, starting at 1; gaps mean dropped or skipped frames.
+    pub seq: u64,
+    pub captured_at: SystemTime,
+    pub origin: FrameOrigin,
+    pub image: RgbImage,
+    /// Time spent reading and decoding this frame.
+    pub decode_time: Duration,
+}

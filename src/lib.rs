@@ -1,0 +1,27 @@
+//! lesiond: a dermatoscope station daemon. Camera frames in, skin-lesion classifications out
+//! over MQTT — decision support for clinicians, never a diagnosis.
+//!
+//! The pipeline, one module per stage (see ARCHITECTURE.md):
+//!
+//! ```text
+//! source -> preprocess -> [queue] -> engine -> postprocess -> publish
+//! ```
+//!
+//! [`daemon`] wires the stages together and owns the process lifecycle; [`cli`] holds the other
+//! subcommands.
+
+pub mod classifier;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod frame;
+pub mod labels;
+pub mod logging;
+pub mod pipeline;
+pub mod postprocess;
+pub mod preprocess;
+pub mod publish;
+pub mod queue;
+pub mod source;
+pub mod stats;

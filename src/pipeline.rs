@@ -1,0 +1,304 @@
+//! The pipeline threads: source -> preprocess -> [bounded queue] -> engine -> postprocess ->
+//! publisher channel.
+//!
+//! Capture, decode and preprocessing run on the *capture thread*; the engine and postprocessing
+//! on the *inference thread*. While the model works on frame N the capture thread already
+//! prepares frame N+1, so throughput approaches 1 / invoke time. The queue between them is
+//! small and drops the oldest frame when full (or waits, for a lossless replay).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::classifier::Classifier;
+use crate::config::Config;
+use crate::frame::FrameOrigin;
+use crate::preprocess::{InputTensor, Preprocessor};
+use crate::publish::payload::{self, LatencyMs, PayloadInput};
+use crate::publish::ResultMessage;
+use crate::queue::{FrameQueue, Pop};
+use crate::source::{self, FrameSource, SourceEvent, StopFlag};
+use crate::stats::Stats;
+
+/// A frame ready for the engine.
+struct Prepared {
+    seq: u64,
+    captured_at: SystemTime,
+    origin: FrameOrigin,
+    input: InputTensor,
+    frame_jpeg: Option<Vec<u8>>,
+    decode: Duration,
+    preprocess: Duration,
+    queued_at: Instant,
+}
+
+/// How the pipeline ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineEnd {
+    /// Stopped on request (shutdown or reload).
+    Stopped,
+    /// A finite source ran out and `exit_when_done` is set: every frame has been handed on.
+    SourceDone,
+    /// The publisher went away (the daemon is shutting down).
+    PublisherGone,
+}
+
+/// Milliseconds since the pipeline started, updated by the inference thread on every turn; the
+/// systemd watchdog is fed only while it moves.
+#[derive(Debug)]
+pub struct Heartbeat {
+    origin: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Heartbeat {
+    fn new() -> Self {
+        Self { origin: Instant::now(), last_ms: AtomicU64::new(0) }
+    }
+    fn beat(&self) {
+        self.last_ms.store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    /// Time since the last beat.
+    pub fn age(&self) -> Duration {
+        let now = self.origin.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+pub struct Pipeline {
+    stop: StopFlag,
+    capture: Option<JoinHandle<()>>,
+    inference: Option<JoinHandle<()>>,
+    pub heartbeat: Arc<Heartbeat>,
+    ended: Option<oneshot::Receiver<PipelineEnd>>,
+}
+
+impl Pipeline {
+    /// Starts the threads. The classifier is loaded by the caller, so a bad model fails before
+    /// anything starts (and a reload keeps the old pipeline when the new model is bad).
+    pub fn start(
+        config: &Config,
+        classifier: Classifier,
+        results: mpsc::Sender<ResultMessage>,
+        stats: Arc<Stats>,
+    ) -> Result<Pipeline, source::SourceError> {
+        let exit_when_done = config.source.directory.exit_when_done;
+        let preprocessor = Preprocessor::new(classifier.input_spec(), config.preprocess.circular_mask);
+        let queue = Arc::new(FrameQueue::new(config.pipeline.queue_capacity));
+        let stop = StopFlag::default();
+        let source_done = Arc::new(AtomicBool::new(false));
+        let heartbeat = Arc::new(Heartbeat::new());
+        heartbeat.beat();
+        let (ended_tx, ended) = oneshot::channel();
+
+        let capture = {
+            let (queue, stop, stats, source_done) = (queue.clone(), stop.clone(), stats.clone(), source_done.clone());
+            let publish_frames = config.mqtt.publish_frames;
+            let source_config = config.source.clone();
+            let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel(1);
+            let handle = std::thread::Builder::new()
+                .name("capture".into())
+                .spawn(move || {
+                    let source = match source::open(&source_config) {
+                        Ok(source) => {
+                            let _ = opened_tx.send(Ok(()));
+                            source
+                        }
+                        Err(e) => {
+                            let _ = opened_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    capture_loop(source, preprocessor, &queue, &stop, &stats, publish_frames, exit_when_done, &source_done);
+                    queue.close();
+                })
+                .map_err(|e| source::SourceError::Camera(format!("cannot start capture thread: {e}")))?;
+            // The source is opened on its own thread; wait for the verdict so that a missing
+            // folder is a start-up error.
+            opened_rx.recv().unwrap_or_else(|_| Err(source::SourceError::Camera("capture thread ended".into())))?;
+            handle
+        };
+        let inference = {
+            let (stop, heartbeat) = (stop.clone(), heartbeat.clone());
+            let station_id = config.station.id.clone();
+            std::thread::Builder::new()
+                .name("inference".into())
+                .spawn(move || {
+                    let end = inference_loop(classifier, &queue, &results, &stats, &heartbeat, &station_id);
+                    let end = match end {
+                        PipelineEnd::Stopped if source_done.load(Ordering::SeqCst) => PipelineEnd::SourceDone,
+                        other => other,
+                    };
+                    // Whoever stops the pipeline also stops the capture thread.
+                    if end == PipelineEnd::PublisherGone {
+                        stop.raise();
+                    }
+                    let _ = ended_tx.send(end);
+                })
+                .map_err(|e| source::SourceError::Camera(format!("cannot start inference thread: {e}")))?
+        };
+        Ok(Pipeline { stop, capture: Some(capture), inference: Some(inference), heartbeat, ended: Some(ended) })
+    }
+
+    /// Resolves when the pipeline ends on its own (finite source, publisher gone).
+    pub async fn ended(&mut self) -> PipelineEnd {
+        match self.ended.as_mut() {
+            Some(rx) => {
+                let end = rx.await.unwrap_or(PipelineEnd::Stopped);
+                self.ended = None;
+                end
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops taking frames, lets the inference thread finish what is queued, and waits for both
+    /// threads.
+    pub fn stop_and_join(mut self) {
+        self.stop.raise();
+        for handle in [self.capture.take(), self.inference.take()].into_iter().flatten() {
+            if handle.join().is_err() {
+                tracing::error!("a pipeline thread panicked");
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn capture_loop(
+    mut source: Box<dyn FrameSource>,
+    mut preprocessor: Preprocessor,
+    queue: &FrameQueue<Prepared>,
+    stop: &StopFlag,
+    stats: &Stats,
+    publish_frames: bool,
+    exit_when_done: bool,
+    source_done: &AtomicBool,
+) {
+    let lossless = source.lossless();
+    while let Some(event) = source.next(stop) {
+        match event {
+            SourceEvent::Frame(frame) => {
+                Stats::inc(&stats.captured);
+                let started = Instant::now();
+                let input = preprocessor.run(&frame.image);
+                let preprocess = started.elapsed();
+                let frame_jpeg = publish_frames.then(|| downscaled_jpeg(&frame.image)).flatten();
+                let prepared = Prepared {
+                    seq: frame.seq,
+                    captured_at: frame.captured_at,
+                    origin: frame.origin,
+                    input,
+                    frame_jpeg,
+                    decode: frame.decode_time,
+                    preprocess,
+                    queued_at: Instant::now(),
+                };
+                if lossless {
+                    if queue.push_wait(prepared, || stop.is_raised()).is_err() {
+                        break;
+                    }
+                } else if queue.push_drop_oldest(prepared).is_some() {
+                    Stats::inc(&stats.dropped);
+                }
+            }
+            SourceEvent::Skipped { name, reason } => {
+                Stats::inc(&stats.skipped_corrupt);
+                tracing::warn!(input = %name, "skipped: {reason}");
+            }
+            SourceEvent::End => {
+                if exit_when_done {
+                    tracing::info!("source finished; exiting once every result is acknowledged");
+                    source_done.store(true, Ordering::SeqCst);
+                } else {
+                    tracing::info!("source finished; idle until stopped");
+                    while stop.sleep(Duration::from_secs(1)) {}
+                }
+                break;
+            }
+        }
+    }
+}
+
+fn inference_loop(
+    mut classifier: Classifier,
+    queue: &FrameQueue<Prepared>,
+    results: &mpsc::Sender<ResultMessage>,
+    stats: &Stats,
+    heartbeat: &Heartbeat,
+    station_id: &str,
+) -> PipelineEnd {
+    loop {
+        heartbeat.beat();
+        let item = match queue.pop(Duration::from_millis(200)) {
+            Pop::Item(item) => item,
+            Pop::Empty => continue,
+            Pop::Closed => return PipelineEnd::Stopped,
+        };
+        let queue_wait = item.queued_at.elapsed();
+        let (classification, _raw, timings) = match classifier.classify(&item.input) {
+            Ok(out) => out,
+            Err(e) => {
+                Stats::inc(&stats.failed);
+                tracing::error!(seq = item.seq, source = %item.origin.name, "{e}");
+                continue;
+            }
+        };
+        Stats::inc(&stats.classified);
+        let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+        let latency = LatencyMs {
+            decode: ms(item.decode),
+            preprocess: ms(item.preprocess),
+            queue: ms(queue_wait),
+            inference: ms(timings.inference),
+            postprocess: ms(timings.postprocess),
+            total: ms(item.decode + item.preprocess + queue_wait + timings.inference + timings.postprocess),
+        };
+        let result_id = uuid::Uuid::new_v4().to_string();
+        let labels = classifier.labels().clone();
+        let body = payload::build(PayloadInput {
+            station_id,
+            result_id: result_id.clone(),
+            seq: item.seq,
+            captured_at: item.captured_at,
+            origin: &item.origin,
+            model: classifier.info(),
+            labels: &labels,
+            classification: &classification,
+            latency,
+        });
+        let top = &labels.classes[classification.top[0]];
+        tracing::info!(
+            seq = item.seq,
+            source = %item.origin.name,
+            top = %top.code,
+            p = format!("{:.3}", classification.probabilities[top.index]),
+            ms = latency.total,
+            "classified"
+        );
+        let json = match serde_json::to_vec(&body) {
+            Ok(json) => json,
+            Err(e) => {
+                tracing::error!("cannot serialize result: {e}");
+                continue;
+            }
+        };
+        let message = ResultMessage { result_id, json, frame_jpeg: item.frame_jpeg };
+        if results.blocking_send(message).is_err() {
+            return PipelineEnd::PublisherGone;
+        }
+    }
+}
+
+/// A small JPEG of the frame (at most 320 px wide), for subscribers that show what was seen.
+fn downscaled_jpeg(image: &image::RgbImage) -> Option<Vec<u8>> {
+    let width = image.width().min(320);
+    let height = (u64::from(image.height()) * u64::from(width) / u64::from(image.width().max(1))).max(1) as u32;
+    let small = image::imageops::resize(image, width, height, image::imageops::FilterType::Triangle);
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80).encode_image(&small).ok()?;
+    Some(out)
+}

@@ -1,0 +1,176 @@
+//! Bookkeeping for messages on their way to the broker, so that "published" means acknowledged.
+//!
+//! rumqttc assigns packet ids itself and reports them as `Outgoing::Publish(pkid)` events in the
+//! order the requests were submitted. The outbox mirrors that: `waiting` (not yet given to the
+//! client), `queued` (given, no packet id seen yet), `inflight` (sent with a packet id, waiting
+//! for PUBACK). When the broker starts a fresh session, rumqttc throws its unacknowledged
+//! packets away; the outbox puts them back in front of `waiting` to be sent again.
+
+use std::collections::VecDeque;
+
+use rumqttc::QoS;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MessageKind {
+    /// A classification result, counted until acknowledged.
+    Result { result_id: String },
+    /// The retained online/offline status.
+    Status,
+    /// A downscaled frame (QoS 0, only when enabled).
+    Frame,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub kind: MessageKind,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Outbox {
+    waiting: VecDeque<Message>,
+    queued: VecDeque<Message>,
+    inflight: Vec<(u16, Message)>,
+}
+
+impl Outbox {
+    pub fn push(&mut self, message: Message) {
+        self.waiting.push_back(message);
+    }
+
+    /// Puts `message` ahead of everything waiting (the status after a reconnect).
+    pub fn push_front(&mut self, message: Message) {
+        self.waiting.push_front(message);
+    }
+
+    /// The next message to give to the client.
+    pub fn next_waiting(&mut self) -> Option<Message> {
+        self.waiting.pop_front()
+    }
+
+    /// The client took it.
+    pub fn submitted(&mut self, message: Message) {
+        self.queued.push_back(message);
+    }
+
+    /// The client's channel was full: it goes back to the front.
+    pub fn not_submitted(&mut self, message: Message) {
+        self.waiting.push_front(message);
+    }
+
+    /// rumqttc wrote a PUBLISH with this packet id (0 for QoS 0).
+    pub fn on_outgoing_publish(&mut self, pkid: u16) {
+        if pkid != 0 && self.inflight.iter().any(|(p, _)| *p == pkid) {
+            return; // a retransmission of something already in flight
+        }
+        if let Some(message) = self.queued.pop_front() {
+            if pkid != 0 {
+                self.inflight.push((pkid, message));
+            }
+        }
+    }
+
+    /// The broker acknowledged `pkid`; returns the message it belonged to.
+    pub fn on_puback(&mut self, pkid: u16) -> Option<Message> {
+        let at = self.inflight.iter().position(|(p, _)| *p == pkid)?;
+        Some(self.inflight.remove(at).1)
+    }
+
+    /// The broker has no session for us: whatever it had not acknowledged must be sent again, in
+    /// the original order and before anything newer. Old status messages are dropped (a fresh
+    /// one is published on connect).
+    pub fn on_session_lost(&mut self) {
+        let mut again: VecDeque<Message> = self
+            .inflight
+            .drain(..)
+            .map(|(_, m)| m)
+            .chain(self.queued.drain(..))
+            .filter(|m| m.kind != MessageKind::Status && m.qos != QoS::AtMostOnce)
+            .collect();
+        again.extend(self.waiting.drain(..));
+        self.waiting = again;
+    }
+
+    /// Results not yet acknowledged by the broker.
+    pub fn unacked_results(&self) -> usize {
+        let is_result = |m: &Message| matches!(m.kind, MessageKind::Result { .. });
+        self.waiting.iter().filter(|m| is_result(m)).count()
+            + self.queued.iter().filter(|m| is_result(m)).count()
+            + self.inflight.iter().filter(|(_, m)| is_result(m)).count()
+    }
+
+    pub fn waiting_len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Whether any message of this kind is still unacknowledged.
+    pub fn has_unacked(&self, kind: &MessageKind) -> bool {
+        self.waiting.iter().chain(self.queued.iter()).any(|m| &m.kind == kind)
+            || self.inflight.iter().any(|(_, m)| &m.kind == kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(id: &str) -> Message {
+        Message {
+            kind: MessageKind::Result { result_id: id.into() },
+            topic: "t".into(),
+            payload: id.as_bytes().to_vec(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+        }
+    }
+
+    fn submit_all(o: &mut Outbox) {
+        while let Some(m) = o.next_waiting() {
+            o.submitted(m);
+        }
+    }
+
+    #[test]
+    fn acks_match_packet_ids_in_submission_order() {
+        let mut o = Outbox::default();
+        o.push(result("a"));
+        o.push(result("b"));
+        submit_all(&mut o);
+        o.on_outgoing_publish(1);
+        o.on_outgoing_publish(2);
+        o.on_outgoing_publish(1); // retransmission: changes nothing
+        assert_eq!(o.unacked_results(), 2);
+        assert_eq!(o.on_puback(2), Some(result("b")));
+        assert_eq!(o.on_puback(2), None);
+        assert_eq!(o.on_puback(1), Some(result("a")));
+        assert_eq!(o.unacked_results(), 0);
+    }
+
+    #[test]
+    fn lost_session_resends_unacked_in_order_before_newer() {
+        let mut o = Outbox::default();
+        for id in ["a", "b", "c"] {
+            o.push(result(id));
+        }
+        submit_all(&mut o);
+        o.on_outgoing_publish(1); // a in flight; b, c queued in the client
+        o.push(result("d"));
+        o.on_session_lost();
+        let order: Vec<Message> = std::iter::from_fn(|| o.next_waiting()).collect();
+        assert_eq!(order, vec![result("a"), result("b"), result("c"), result("d")]);
+    }
+
+    #[test]
+    fn qos0_frames_do_not_take_a_packet_id() {
+        let mut o = Outbox::default();
+        o.push(Message { kind: MessageKind::Frame, qos: QoS::AtMostOnce, ..result("f") });
+        o.push(result("a"));
+        submit_all(&mut o);
+        o.on_outgoing_publish(0);
+        o.on_outgoing_publish(7);
+        assert_eq!(o.on_puback(7), Some(result("a")));
+    }
+}

@@ -1,0 +1,176 @@
+//! The JSON published on `<prefix>/<station>/classification`. Documented with an example in
+//! `docs/mqtt.md`; bump [`SCHEMA_VERSION`] on any change a subscriber could trip over.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::classifier::ModelInfo;
+use crate::frame::FrameOrigin;
+use crate::labels::Labels;
+use crate::postprocess::Classification;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+pub const DISCLAIMER: &str =
+    "Decision support only, not a diagnosis: a clinician must assess every lesion.";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassificationPayload<'a> {
+    pub schema_version: u32,
+    /// Unique per result: subscribers drop duplicates (QoS 1 delivers at least once) by it.
+    pub result_id: String,
+    pub station_id: &'a str,
+    /// The frame's sequence number within this daemon run (gaps = dropped or skipped frames).
+    pub seq: u64,
+    /// When the frame was captured, RFC 3339 UTC.
+    pub captured_at: String,
+    pub source: &'a FrameOrigin,
+    pub model: ModelRef<'a>,
+    /// Calibrated probability per class code.
+    pub probabilities: std::collections::BTreeMap<&'a str, f32>,
+    /// The three most probable classes, best first.
+    pub top: Vec<ClassResult<'a>>,
+    /// Every class in model order, with what it means.
+    pub classes: Vec<ClassResult<'a>>,
+    /// Sum of the probabilities of the malignant classes (mel, bcc, akiec).
+    pub malignant_probability: f32,
+    pub latency_ms: LatencyMs,
+    pub disclaimer: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelRef<'a> {
+    pub id: &'a str,
+    pub sha256: &'a str,
+    pub temperature: f32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassResult<'a> {
+    pub code: &'a str,
+    pub name: &'a str,
+    pub description: &'a str,
+    pub malignant: bool,
+    pub probability: f32,
+}
+
+/// Milliseconds per stage for this frame.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LatencyMs {
+    pub decode: f64,
+    pub preprocess: f64,
+    /// Waiting for the inference thread.
+    pub queue: f64,
+    pub inference: f64,
+    pub postprocess: f64,
+    /// Capture to result, all of the above.
+    pub total: f64,
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+/// Rounds to 4 decimals: enough for a probability, and keeps the JSON readable.
+fn round4(p: f32) -> f32 {
+    (p * 10_000.0).round() / 10_000.0
+}
+
+pub struct PayloadInput<'a> {
+    pub station_id: &'a str,
+    pub result_id: String,
+    pub seq: u64,
+    pub captured_at: SystemTime,
+    pub origin: &'a FrameOrigin,
+    pub model: &'a ModelInfo,
+    pub labels: &'a Labels,
+    pub classification: &'a Classification,
+    pub latency: LatencyMs,
+}
+
+pub fn build(input: PayloadInput<'_>) -> ClassificationPayload<'_> {
+    let c = input.classification;
+    let class = |i: usize| {
+        let l = &input.labels.classes[i];
+        ClassResult {
+            code: &l.code,
+            name: &l.name,
+            description: &l.description,
+            malignant: l.malignant,
+            probability: round4(c.probabilities[i]),
+        }
+    };
+    let malignant_probability = input
+        .labels
+        .classes
+        .iter()
+        .filter(|l| l.malignant)
+        .map(|l| c.probabilities[l.index])
+        .sum::<f32>();
+    ClassificationPayload {
+        schema_version: SCHEMA_VERSION,
+        result_id: input.result_id,
+        station_id: input.station_id,
+        seq: input.seq,
+        captured_at: rfc3339(input.captured_at),
+        source: input.origin,
+        model: ModelRef { id: &input.model.id, sha256: &input.model.sha256, temperature: input.model.temperature },
+        probabilities: input
+            .labels
+            .classes
+            .iter()
+            .map(|l| (l.code.as_str(), round4(c.probabilities[l.index])))
+            .collect(),
+        top: c.top.iter().map(|&i| class(i)).collect(),
+        classes: (0..input.labels.len()).map(class).collect(),
+        malignant_probability: round4(malignant_probability),
+        latency_ms: input.latency,
+        disclaimer: DISCLAIMER,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::RawOutput;
+
+    #[test]
+    fn payload_has_the_documented_fields() {
+        let labels = Labels::parse(include_str!("../../models/labels.json")).expect("labels");
+        let model = ModelInfo {
+            id: "m".into(),
+            sha256: "ab".into(),
+            engine: "tflite".into(),
+            temperature: 1.0,
+            path: "m.tflite".into(),
+        };
+        let classification =
+            crate::postprocess::classify(&RawOutput::F32(vec![0.0, 0.0, 0.0, 0.0, 3.0, 1.0, 0.0]), 1.0);
+        let origin = FrameOrigin { kind: "directory", name: "x.jpg".into() };
+        let payload = build(PayloadInput {
+            station_id: "s1",
+            result_id: "r".into(),
+            seq: 3,
+            captured_at: SystemTime::UNIX_EPOCH,
+            origin: &origin,
+            model: &model,
+            labels: &labels,
+            classification: &classification,
+            latency: LatencyMs::default(),
+        });
+        let v = serde_json::to_value(&payload).expect("serializes");
+        assert_eq!(v["schema_version"], 1);
+        assert_eq!(v["captured_at"], "1970-01-01T00:00:00Z");
+        assert_eq!(v["top"][0]["code"], "mel");
+        assert_eq!(v["top"][0]["malignant"], true);
+        assert_eq!(v["top"].as_array().map(Vec::len), Some(3));
+        assert_eq!(v["classes"].as_array().map(Vec::len), Some(7));
+        assert_eq!(v["probabilities"].as_object().map(|o| o.len()), Some(7));
+        assert!(v["disclaimer"].as_str().is_some_and(|s| s.contains("not a diagnosis")));
+        let total: f64 = v["probabilities"].as_object().expect("map").values().filter_map(|p| p.as_f64()).sum();
+        assert!((total - 1.0).abs() < 1e-3);
+    }
+}

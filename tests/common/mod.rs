@@ -1,0 +1,262 @@
+//! Shared test harness: a real mosquitto on a free loopback port, a real subscriber
+//! (mosquitto_sub), the lesiond binary, and real HAM10000 images from ../shared/data.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The HAM10000 folder: `LESIOND_DATA`, else `../shared/data/ham10000` beside the repository.
+pub fn data_dir() -> PathBuf {
+    let dir = std::env::var_os("LESIOND_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/data/ham10000"));
+    assert!(
+        dir.join("HAM10000_metadata.csv").is_file(),
+        "HAM10000 not found at {} (set LESIOND_DATA)",
+        dir.display()
+    );
+    dir
+}
+
+/// The first `n` image files of the data set, by name.
+pub fn sample_images(n: usize) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data_dir().join("images"))
+        .expect("images folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    files.sort();
+    files.truncate(n);
+    assert_eq!(files.len(), n, "not enough images");
+    files
+}
+
+fn find_program(name: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("{name} not found: install Debian's mosquitto and mosquitto-clients (.ci/run does)");
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}
+
+/// A mosquitto broker on 127.0.0.1, killed when dropped.
+pub struct Broker {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"))
+            .expect("write conf");
+        let child = Command::new(find_program("mosquitto"))
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        let up = wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        assert!(up, "mosquitto did not start on port {port}");
+        Broker { port, child: Some(child), dir }
+    }
+
+    /// The retained message on `topic`, if any.
+    pub fn retained(&self, topic: &str) -> Option<String> {
+        let out = Command::new(find_program("mosquitto_sub"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-t", topic, "-C", "1", "-W", "2", "--retained-only"])
+            .output()
+            .expect("mosquitto_sub");
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (!text.is_empty()).then_some(text)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One received message.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub retained: bool,
+    pub topic: String,
+    pub payload: String,
+}
+
+/// A real subscriber on `lesiond/#` at QoS 1, collecting every message.
+pub struct Subscriber {
+    child: Child,
+    pub messages: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Subscriber {
+    pub fn start(broker: &Broker, topic: &str) -> Subscriber {
+        let mut child = Command::new(find_program("mosquitto_sub"))
+            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-t", topic, "-F", "%r\t%t\t%p"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub");
+        let stdout = child.stdout.take().expect("stdout");
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut parts = line.splitn(3, '\t');
+                let (Some(r), Some(t), Some(p)) = (parts.next(), parts.next(), parts.next()) else { continue };
+                sink.lock().expect("lock").push(Received { retained: r == "1", topic: t.into(), payload: p.into() });
+            }
+        });
+        // Give the subscription a moment to reach the broker.
+        std::thread::sleep(Duration::from_millis(300));
+        Subscriber { child, messages }
+    }
+
+    pub fn on(&self, topic_suffix: &str) -> Vec<Received> {
+        self.messages.lock().expect("lock").iter().filter(|m| m.topic.ends_with(topic_suffix)).cloned().collect()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `lesiond run`, its output captured to a file.
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(config: &Path, env: &[(&str, &str)], log_dir: &Path) -> Daemon {
+        let log = log_dir.join("lesiond.log");
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = lesiond()
+            .args(["run", "--config"])
+            .arg(config)
+            .envs(env.iter().copied())
+            .stdout(file.try_clone().expect("clone"))
+            .stderr(file)
+            .spawn()
+            .expect("start lesiond");
+        Daemon { child, log }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().expect("kill").success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// Waits for exit; `None` on timeout.
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The lesiond binary, run from the repository root (where the configs' relative model paths
+/// point).
+pub fn lesiond() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lesiond"));
+    c.current_dir(repo()).env("NO_COLOR", "1").env_remove("RUST_LOG");
+    c
+}
+
+/// A config for tests: the given source section, a broker on `port`, the shipped model.
+pub fn config_text(station: &str, port: u16, source: &str) -> String {
+    format!(
+        r#"
+[station]
+id = "{station}"
+
+{source}
+
+[model]
+path = "models/lesion_mnv2_int8.tflite"
+labels = "models/labels.json"
+calibration = "models/calibration.json"
+threads = 1
+
+[pipeline]
+queue_capacity = 2
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+keep_alive_secs = 5
+ready_timeout_secs = 2
+
+[log]
+format = "text"
+level = "info"
+"#
+    )
+}
+
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write");
+    p
+}

@@ -339,6 +339,9 @@ impl Config {
         if !dir.fps.is_finite() || dir.fps < 0.0 {
             return Err(format!("source.directory.fps = {}: use 0 (lossless) or more", dir.fps));
         }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(format!("log.level = {:?}: use error, warn, info, debug or trace", self.log.level));
+        }
         let syn = &self.source.synthetic;
         if !syn.fps.is_finite() || syn.fps <= 0.0 {
             return Err(format!("source.synthetic.fps = {}: must be positive", syn.fps));

@@ -30,7 +30,7 @@ pub struct ClassificationPayload<'a> {
     /// Calibrated probability per class code.
     pub probabilities: std::collections::BTreeMap<&'a str, f32>,
     /// The three most probable classes, best first.
-    pub top: Vec<ClassResult<'a>>,
+    pub top: Vec<TopClass<'a>>,
     /// Every class in model order, with what it means.
     pub classes: Vec<ClassResult<'a>>,
     /// Sum of the probabilities of the malignant classes (mel, bcc, akiec).
@@ -44,6 +44,15 @@ pub struct ModelRef<'a> {
     pub id: &'a str,
     pub sha256: &'a str,
     pub temperature: f32,
+}
+
+/// A top-3 entry: the class and its probability (descriptions are in `classes`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TopClass<'a> {
+    pub code: &'a str,
+    pub name: &'a str,
+    pub malignant: bool,
+    pub probability: f32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -124,7 +133,14 @@ pub fn build(input: PayloadInput<'_>) -> ClassificationPayload<'_> {
             .iter()
             .map(|l| (l.code.as_str(), round4(c.probabilities[l.index])))
             .collect(),
-        top: c.top.iter().map(|&i| class(i)).collect(),
+        top: c
+            .top
+            .iter()
+            .map(|&i| {
+                let l = &input.labels.classes[i];
+                TopClass { code: &l.code, name: &l.name, malignant: l.malignant, probability: round4(c.probabilities[i]) }
+            })
+            .collect(),
         classes: (0..input.labels.len()).map(class).collect(),
         malignant_probability: round4(malignant_probability),
         latency_ms: input.latency,

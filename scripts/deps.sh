@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the system packages lesiond's build and tests need (Debian/Ubuntu), or says in one
+# line what to install. Sourced by scripts/demo.sh and scripts/test.sh.
+#   libclang-dev clang pkg-config : nokhwa's V4L2 bindings (bindgen)
+#   unzip                         : tflitec unpacks the TF Lite C library it ships
+#   mosquitto mosquitto-clients   : the MQTT broker and subscriber of the demo and the tests
+#   curl                          : tflitec's build script links libcurl (Debian: libcurl4-openssl-dev)
+lesiond_deps() {
+  local want=(libclang-dev clang pkg-config unzip mosquitto mosquitto-clients gcc libc6-dev)
+  local missing=()
+  for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  command -v cargo >/dev/null || { echo "lesiond: install Rust 1.95 (rustup) first: https://rustup.rs"; return 1; }
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+  if command -v apt-get >/dev/null && { [ -z "$sudo" ] || $sudo true 2>/dev/null; }; then
+    echo "lesiond: installing ${missing[*]}"
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "lesiond: please install: sudo apt-get install ${missing[*]}"
+    return 1
+  fi
+}

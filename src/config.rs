@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// The demo configuration compiled into the binary: synthetic frames, a broker on localhost.
 pub const DEMO_TOML: &str = include_str!("../config/demo.toml");
@@ -22,7 +22,7 @@ pub enum ConfigError {
     Invalid { origin: String, message: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub station: StationConfig,
@@ -34,17 +34,19 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub mqtt: MqttConfig,
     #[serde(default)]
+    pub spool: SpoolConfig,
+    #[serde(default)]
     pub log: LogConfig,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StationConfig {
     /// Names this station in every MQTT topic: `<prefix>/<id>/...`.
     pub id: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
     Camera,
@@ -52,7 +54,7 @@ pub enum SourceKind {
     Synthetic,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     pub kind: SourceKind,
@@ -64,14 +66,14 @@ pub struct SourceConfig {
     pub synthetic: SyntheticConfig,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PixelFormat {
     Mjpeg,
     Yuyv,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CameraConfig {
     /// A device index (`0`), a path (`/dev/video2`) or part of the device's name.
@@ -97,7 +99,7 @@ impl Default for CameraConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DirectoryConfig {
     pub path: PathBuf,
@@ -116,7 +118,7 @@ impl Default for DirectoryConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyntheticConfig {
     pub fps: f64,
@@ -133,7 +135,7 @@ impl Default for SyntheticConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PreprocessConfig {
     /// Black out what lies outside the circle of a dermatoscope's lens. The shipped model was
@@ -141,13 +143,13 @@ pub struct PreprocessConfig {
     pub circular_mask: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
     Tflite,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     #[serde(default = "default_engine")]
@@ -168,7 +170,7 @@ fn default_threads() -> u32 {
     2
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
     /// Frames waiting for inference; when full the oldest is dropped (and counted).
@@ -181,7 +183,7 @@ impl Default for PipelineConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
     pub host: String,
@@ -194,6 +196,65 @@ pub struct MqttConfig {
     pub ready_timeout_secs: u64,
     /// Publish each classified frame as a JPEG on `<prefix>/<id>/frame` (off: images stay here).
     pub publish_frames: bool,
+    /// `v311` (MQTT 3.1.1) or `v5`.
+    pub protocol: MqttProtocol,
+    /// Seconds between retained `stats` messages; 0 turns them off.
+    pub stats_interval_secs: u64,
+    pub username: String,
+    /// The password, read from this file (preferred: keep it out of the config).
+    pub password_file: Option<PathBuf>,
+    /// The password itself; use `LESIOND_MQTT__PASSWORD` rather than writing it here.
+    pub password: Option<Secret>,
+    /// Sending credentials without TLS to a host other than loopback must be asked for.
+    pub allow_insecure_credentials: bool,
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MqttProtocol {
+    V311,
+    V5,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the CA certificate(s) that signed the broker's certificate.
+    pub ca_file: PathBuf,
+    /// PEM client certificate and key, for brokers that require them.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+/// A value that is never printed: `Debug` shows `***`.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Where results wait for the broker's acknowledgement; survives restarts.
+    pub dir: PathBuf,
+    /// Size limit; when full the oldest results are dropped (and counted).
+    pub max_bytes: u64,
+    /// Results older than this are dropped (and counted); 0 = no age limit.
+    pub max_age_hours: u64,
+    /// fsync every entry (survives power cuts; costs SD-card writes).
+    pub fsync: bool,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("/var/lib/lesiond/spool"), max_bytes: 256 * 1024 * 1024, max_age_hours: 24 * 7, fsync: true }
+    }
 }
 
 impl Default for MqttConfig {
@@ -206,18 +267,25 @@ impl Default for MqttConfig {
             keep_alive_secs: 30,
             ready_timeout_secs: 10,
             publish_frames: false,
+            protocol: MqttProtocol::V311,
+            stats_interval_secs: 30,
+            username: String::new(),
+            password_file: None,
+            password: None,
+            allow_insecure_credentials: false,
+            tls: None,
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     pub format: LogFormat,
@@ -318,6 +386,29 @@ impl Config {
         }
         if self.mqtt.port == 0 {
             return Err("mqtt.port must be 1..65535".into());
+        }
+        let m = &self.mqtt;
+        let has_password = m.password.is_some() || m.password_file.is_some();
+        if has_password && m.username.is_empty() {
+            return Err("mqtt.password / mqtt.password_file need mqtt.username".into());
+        }
+        if m.password.is_some() && m.password_file.is_some() {
+            return Err("set mqtt.password_file or mqtt.password, not both".into());
+        }
+        let loopback = m.host == "localhost" || m.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if (has_password || !m.username.is_empty()) && m.tls.is_none() && !loopback && !m.allow_insecure_credentials {
+            return Err(format!(
+                "mqtt: credentials would travel unencrypted to {}: configure [mqtt.tls] or set mqtt.allow_insecure_credentials = true",
+                m.host
+            ));
+        }
+        if let Some(tls) = &m.tls {
+            if tls.client_cert.is_some() != tls.client_key.is_some() {
+                return Err("mqtt.tls.client_cert and mqtt.tls.client_key go together".into());
+            }
+        }
+        if self.spool.max_bytes < 64 * 1024 {
+            return Err("spool.max_bytes must be at least 65536".into());
         }
         if self.mqtt.keep_alive_secs < 5 {
             return Err("mqtt.keep_alive_secs must be at least 5".into());

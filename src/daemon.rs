@@ -1,5 +1,5 @@
 //! `lesiond run`: wires the stages together and owns the process lifecycle — start-up, systemd
-//! readiness and watchdog, SIGHUP reloads and graceful shutdown.
+//! readiness and watchdog, reloads (SIGHUP or the `reload` command) and graceful shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,14 +10,13 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tokio::sync::mpsc;
 
 use crate::classifier::{Classifier, ClassifierError};
+use crate::commands::{CommandName, Control};
 use crate::config::{Config, ConfigError, ConfigOrigin};
-use crate::pipeline::{Pipeline, PipelineEnd};
-use crate::publish::{self, ResultMessage};
+use crate::pipeline::{Outputs, Pipeline, PipelineEnd};
+use crate::publish::{self, CommandReply, DaemonRequest, FrameImage, LinkError, Mode, Shared};
 use crate::source::SourceError;
+use crate::spool::{Spool, SpoolError};
 use crate::stats::Stats;
-
-/// Results waiting between the inference thread and the publisher.
-const RESULTS_CHANNEL: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -27,8 +26,32 @@ pub enum DaemonError {
     Model(#[from] ClassifierError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("MQTT: {0}")]
+    Mqtt(#[from] LinkError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+}
+
+/// What the running pipeline is wired to; kept across reloads.
+struct Wiring {
+    spool: Arc<Spool>,
+    frames: mpsc::Sender<FrameImage>,
+    stats: Arc<Stats>,
+    control: Arc<Control>,
+}
+
+impl Wiring {
+    fn start(&self, config: &Config, classifier: Classifier) -> Result<Pipeline, SourceError> {
+        let outputs = Outputs {
+            spool: self.spool.clone(),
+            frames: self.frames.clone(),
+            stats: self.stats.clone(),
+            control: self.control.clone(),
+        };
+        Pipeline::start(config, classifier, outputs)
+    }
 }
 
 /// Runs until SIGTERM/SIGINT, or until a finite source is done when `exit_when_done` is set.
@@ -39,19 +62,28 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<(), DaemonE
     let classifier = Classifier::load(&config.model)?;
     let info = classifier.info().clone();
     tracing::info!(model = %info.id, sha256 = %info.sha256, temperature = info.temperature, "{}", info.engine);
+    let spool = Arc::new(Spool::open(&config.spool)?);
 
     let stats = Arc::new(Stats::default());
-    let (results_tx, results_rx) = mpsc::channel::<ResultMessage>(RESULTS_CHANNEL);
-    let publisher = publish::start(&config, stats.clone(), results_rx);
-    let mut pipeline = Pipeline::start(&config, classifier, results_tx.clone(), stats.clone())?;
+    let control = Arc::new(Control::default());
+    let (frames_tx, frames_rx) = mpsc::channel(4);
+    let (requests_tx, mut requests) = mpsc::channel(4);
+    let shared = Shared { stats: stats.clone(), spool: spool.clone(), control: control.clone() };
+    let publisher = publish::start(&config, shared, frames_rx, requests_tx)?;
+    let wiring = Wiring { spool, frames: frames_tx, stats: stats.clone(), control };
+    let mut pipeline = wiring.start(&config, classifier)?;
 
     // READY once the model is loaded and the broker is connected — or after ready_timeout_secs
-    // without a broker: the daemon is useful (and must not be killed by systemd) while the
-    // broker is away.
+    // without a broker: the daemon is useful (results are spooled) and must not be killed by
+    // systemd while the broker is away.
     let mut connected = publisher.connected.clone();
     let ready_timeout = Duration::from_secs(config.mqtt.ready_timeout_secs);
     let broker_up = tokio::time::timeout(ready_timeout, connected.wait_for(|c| *c)).await.is_ok();
-    let status = if broker_up { "running".to_string() } else { format!("running; MQTT broker {}:{} unreachable, retrying", config.mqtt.host, config.mqtt.port) };
+    let status = if broker_up {
+        "running".to_string()
+    } else {
+        format!("running; MQTT broker {}:{} unreachable, retrying (results are spooled)", config.mqtt.host, config.mqtt.port)
+    };
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     tracing::info!(station = %config.station.id, "ready: {status}");
 
@@ -64,31 +96,10 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<(), DaemonE
         tokio::select! {
             signal = signals.next() => match signal {
                 Some(SIGHUP) => {
-                    // systemd >= 253 wants the reload timestamp in the same message.
-                    match NotifyState::monotonic_usec_now() {
-                        Ok(now) => notify(&[NotifyState::Reloading, now]),
-                        Err(_) => notify(&[NotifyState::Reloading]),
+                    let result = reload(&origin, &mut config, &mut pipeline, &wiring).await;
+                    if let Err(e) = result {
+                        tracing::error!("reload rejected, keeping the running configuration: {e}");
                     }
-                    match reload(&origin, &config) {
-                        Ok((new_config, classifier)) => {
-                            // Stop the old pipeline (finishing its frames) before the new one opens the camera.
-                            tokio::task::block_in_place(|| pipeline.stop_and_join());
-                            match Pipeline::start(&new_config, classifier, results_tx.clone(), stats.clone()) {
-                                Ok(p) => {
-                                    pipeline = p;
-                                    config = new_config;
-                                    tracing::info!("configuration reloaded");
-                                }
-                                Err(e) => {
-                                    tracing::error!("reload failed, restarting with the previous configuration: {e}");
-                                    let classifier = Classifier::load(&config.model)?;
-                                    pipeline = Pipeline::start(&config, classifier, results_tx.clone(), stats.clone())?;
-                                }
-                            }
-                        }
-                        Err(e) => tracing::error!("reload rejected, keeping the running configuration: {e}"),
-                    }
-                    notify(&[NotifyState::Ready]);
                 }
                 Some(sig) => {
                     tracing::info!(signal = sig, "shutting down: finishing frames in flight");
@@ -96,6 +107,14 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<(), DaemonE
                 }
                 None => break PipelineEnd::Stopped,
             },
+            Some(DaemonRequest::Reload { request_id }) = requests.recv() => {
+                let result = reload(&origin, &mut config, &mut pipeline, &wiring).await;
+                if let Err(e) = &result {
+                    tracing::error!("reload rejected, keeping the running configuration: {e}");
+                }
+                let reply = CommandReply { name: CommandName::Reload, request_id, result: result.map_err(|e| e.to_string()) };
+                let _ = publisher.replies.send(reply).await;
+            }
             end = pipeline.ended() => break end,
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
                 let limit = watchdog.unwrap_or_default();
@@ -110,23 +129,23 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<(), DaemonE
 
     notify(&[NotifyState::Stopping]);
     // Graceful shutdown, in pipeline order:
-    // 1. a signal (not a finished batch) gives the publisher a deadline to flush what it has;
-    // 2. the capture thread stops taking frames, the inference thread finishes the queued ones;
-    // 3. closing the results channel lets the publisher wait for the last acknowledgements,
-    //    publish `offline` and disconnect.
-    if end != PipelineEnd::SourceDone {
-        publisher.request_shutdown();
+    // 1. on a signal the publisher gets a deadline; a finished batch waits for every PUBACK;
+    // 2. the capture thread stops taking frames, the inference thread classifies the queued
+    //    ones and spools their results;
+    // 3. the publisher sends what it can, publishes `offline` and disconnects. Whatever the
+    //    broker did not acknowledge stays in the spool for the next start.
+    if end == PipelineEnd::Stopped {
+        publisher.set_mode(Mode::Stop);
     }
     tokio::task::block_in_place(|| pipeline.stop_and_join());
-    drop(results_tx);
     if end == PipelineEnd::SourceDone {
-        // A batch waits for every acknowledgement; a signal meanwhile still cuts it short.
+        publisher.set_mode(Mode::Drain);
         let mut publisher = publisher;
         loop {
             tokio::select! {
                 _ = &mut publisher.task => break,
                 signal = signals.next() => if matches!(signal, Some(SIGTERM) | Some(SIGINT)) {
-                    publisher.request_shutdown();
+                    publisher.set_mode(Mode::Stop);
                 },
             }
         }
@@ -137,14 +156,44 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<(), DaemonE
     Ok(())
 }
 
-/// Loads and checks the new configuration and its model; nothing running is touched yet.
-fn reload(origin: &ConfigOrigin, current: &Config) -> Result<(Config, Classifier), DaemonError> {
-    let new_config = Config::load(origin)?;
-    if new_config.mqtt != current.mqtt || new_config.station != current.station || new_config.log != current.log {
-        tracing::warn!("[mqtt], [station] and [log] changes take effect at the next restart");
+/// Loads and checks the new configuration and its model first; only then swaps the pipeline.
+/// A configuration that does not load changes nothing.
+async fn reload(origin: &ConfigOrigin, config: &mut Config, pipeline: &mut Pipeline, wiring: &Wiring) -> Result<(), DaemonError> {
+    match NotifyState::monotonic_usec_now() {
+        // systemd >= 253 wants the reload timestamp in the same message.
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(_) => notify(&[NotifyState::Reloading]),
     }
-    let classifier = Classifier::load(&new_config.model)?;
-    Ok((new_config, classifier))
+    let result = async {
+        let new_config = Config::load(origin)?;
+        if new_config.mqtt != config.mqtt
+            || new_config.station != config.station
+            || new_config.log != config.log
+            || new_config.spool != config.spool
+        {
+            tracing::warn!("[mqtt], [station], [spool] and [log] changes take effect at the next restart");
+        }
+        let classifier = Classifier::load(&new_config.model)?;
+        // Stop the old pipeline (finishing its frames) before the new one opens the camera.
+        let old = std::mem::replace(pipeline, Pipeline::idle());
+        tokio::task::block_in_place(|| old.stop_and_join());
+        match wiring.start(&new_config, classifier) {
+            Ok(p) => {
+                *pipeline = p;
+                *config = new_config;
+                tracing::info!("configuration reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!("the new source failed ({e}); restarting the previous configuration");
+                *pipeline = wiring.start(config, Classifier::load(&config.model)?)?;
+                Err(e.into())
+            }
+        }
+    }
+    .await;
+    notify(&[NotifyState::Ready]);
+    result
 }
 
 fn notify(state: &[NotifyState]) {

@@ -12,6 +12,7 @@
 
 pub mod classifier;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod engine;
@@ -24,4 +25,5 @@ pub mod preprocess;
 pub mod publish;
 pub mod queue;
 pub mod source;
+pub mod spool;
 pub mod stats;

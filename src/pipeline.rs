@@ -14,13 +14,15 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::classifier::Classifier;
+use crate::commands::Control;
 use crate::config::Config;
 use crate::frame::FrameOrigin;
 use crate::preprocess::{InputTensor, Preprocessor};
 use crate::publish::payload::{self, LatencyMs, PayloadInput};
-use crate::publish::ResultMessage;
+use crate::publish::FrameImage;
 use crate::queue::{FrameQueue, Pop};
 use crate::source::{self, FrameSource, SourceEvent, StopFlag};
+use crate::spool::Spool;
 use crate::stats::Stats;
 
 /// A frame ready for the engine.
@@ -42,8 +44,15 @@ pub enum PipelineEnd {
     Stopped,
     /// A finite source ran out and `exit_when_done` is set: every frame has been handed on.
     SourceDone,
-    /// The publisher went away (the daemon is shutting down).
-    PublisherGone,
+}
+
+/// Where the pipeline's output goes: every result into the spool (the publisher sends it from
+/// there), frames to the publisher directly when enabled.
+pub struct Outputs {
+    pub spool: Arc<Spool>,
+    pub frames: mpsc::Sender<FrameImage>,
+    pub stats: Arc<Stats>,
+    pub control: Arc<Control>,
 }
 
 /// Milliseconds since the pipeline started, updated by the inference thread on every turn; the
@@ -79,12 +88,9 @@ pub struct Pipeline {
 impl Pipeline {
     /// Starts the threads. The classifier is loaded by the caller, so a bad model fails before
     /// anything starts (and a reload keeps the old pipeline when the new model is bad).
-    pub fn start(
-        config: &Config,
-        classifier: Classifier,
-        results: mpsc::Sender<ResultMessage>,
-        stats: Arc<Stats>,
-    ) -> Result<Pipeline, source::SourceError> {
+    pub fn start(config: &Config, classifier: Classifier, outputs: Outputs) -> Result<Pipeline, source::SourceError> {
+        let Outputs { spool, frames, stats, control } = outputs;
+        stats.set_model_id(&classifier.info().id);
         let exit_when_done = config.source.directory.exit_when_done;
         let preprocessor = Preprocessor::new(classifier.input_spec(), config.preprocess.circular_mask);
         let queue = Arc::new(FrameQueue::new(config.pipeline.queue_capacity));
@@ -96,6 +102,7 @@ impl Pipeline {
 
         let capture = {
             let (queue, stop, stats, source_done) = (queue.clone(), stop.clone(), stats.clone(), source_done.clone());
+            let control = control.clone();
             let publish_frames = config.mqtt.publish_frames;
             let source_config = config.source.clone();
             let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel(1);
@@ -112,7 +119,8 @@ impl Pipeline {
                             return;
                         }
                     };
-                    capture_loop(source, preprocessor, &queue, &stop, &stats, publish_frames, exit_when_done, &source_done);
+                    let ctx = CaptureContext { queue: &queue, stop: &stop, stats: &stats, control: &control, publish_frames, exit_when_done, source_done: &source_done };
+                    capture_loop(source, preprocessor, ctx);
                     queue.close();
                 })
                 .map_err(|e| source::SourceError::Camera(format!("cannot start capture thread: {e}")))?;
@@ -122,25 +130,25 @@ impl Pipeline {
             handle
         };
         let inference = {
-            let (stop, heartbeat) = (stop.clone(), heartbeat.clone());
+            let heartbeat = heartbeat.clone();
             let station_id = config.station.id.clone();
+            let publish_frames = config.mqtt.publish_frames;
             std::thread::Builder::new()
                 .name("inference".into())
                 .spawn(move || {
-                    let end = inference_loop(classifier, &queue, &results, &stats, &heartbeat, &station_id);
-                    let end = match end {
-                        PipelineEnd::Stopped if source_done.load(Ordering::SeqCst) => PipelineEnd::SourceDone,
-                        other => other,
-                    };
-                    // Whoever stops the pipeline also stops the capture thread.
-                    if end == PipelineEnd::PublisherGone {
-                        stop.raise();
-                    }
+                    let out = InferenceOutputs { spool: &spool, frames: publish_frames.then_some(&frames), stats: &stats };
+                    inference_loop(classifier, &queue, &out, &heartbeat, &station_id);
+                    let end = if source_done.load(Ordering::SeqCst) { PipelineEnd::SourceDone } else { PipelineEnd::Stopped };
                     let _ = ended_tx.send(end);
                 })
                 .map_err(|e| source::SourceError::Camera(format!("cannot start inference thread: {e}")))?
         };
         Ok(Pipeline { stop, capture: Some(capture), inference: Some(inference), heartbeat, ended: Some(ended) })
+    }
+
+    /// A pipeline with nothing running: the placeholder while a reload swaps pipelines.
+    pub fn idle() -> Pipeline {
+        Pipeline { stop: StopFlag::default(), capture: None, inference: None, heartbeat: Arc::new(Heartbeat::new()), ended: None }
     }
 
     /// Resolves when the pipeline ends on its own (finite source, publisher gone).
@@ -167,19 +175,28 @@ impl Pipeline {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn capture_loop(
-    mut source: Box<dyn FrameSource>,
-    mut preprocessor: Preprocessor,
-    queue: &FrameQueue<Prepared>,
-    stop: &StopFlag,
-    stats: &Stats,
+struct CaptureContext<'a> {
+    queue: &'a FrameQueue<Prepared>,
+    stop: &'a StopFlag,
+    stats: &'a Stats,
+    control: &'a Control,
     publish_frames: bool,
     exit_when_done: bool,
-    source_done: &AtomicBool,
-) {
+    source_done: &'a AtomicBool,
+}
+
+fn capture_loop(mut source: Box<dyn FrameSource>, mut preprocessor: Preprocessor, ctx: CaptureContext<'_>) {
+    let CaptureContext { queue, stop, stats, control, publish_frames, exit_when_done, source_done } = ctx;
     let lossless = source.lossless();
-    while let Some(event) = source.next(stop) {
+    loop {
+        // Paused: take no frames (a `capture` command lets exactly one through).
+        if !control.should_take_frame() {
+            if !stop.sleep(Duration::from_millis(50)) {
+                break;
+            }
+            continue;
+        }
+        let Some(event) = source.next(stop) else { break };
         match event {
             SourceEvent::Frame(frame) => {
                 Stats::inc(&stats.captured);
@@ -204,10 +221,15 @@ fn capture_loop(
                 } else if queue.push_drop_oldest(prepared).is_some() {
                     Stats::inc(&stats.dropped);
                 }
+                stats.queue_depth.store(queue.len(), Ordering::Relaxed);
             }
             SourceEvent::Skipped { name, reason } => {
                 Stats::inc(&stats.skipped_corrupt);
                 tracing::warn!(input = %name, "skipped: {reason}");
+                // A skipped input does not use up a `capture` request.
+                if control.is_paused() {
+                    control.request_capture();
+                }
             }
             SourceEvent::End => {
                 if exit_when_done {
@@ -223,21 +245,22 @@ fn capture_loop(
     }
 }
 
-fn inference_loop(
-    mut classifier: Classifier,
-    queue: &FrameQueue<Prepared>,
-    results: &mpsc::Sender<ResultMessage>,
-    stats: &Stats,
-    heartbeat: &Heartbeat,
-    station_id: &str,
-) -> PipelineEnd {
+struct InferenceOutputs<'a> {
+    spool: &'a Spool,
+    frames: Option<&'a mpsc::Sender<FrameImage>>,
+    stats: &'a Stats,
+}
+
+fn inference_loop(mut classifier: Classifier, queue: &FrameQueue<Prepared>, out: &InferenceOutputs<'_>, heartbeat: &Heartbeat, station_id: &str) {
+    let stats = out.stats;
     loop {
         heartbeat.beat();
         let item = match queue.pop(Duration::from_millis(200)) {
             Pop::Item(item) => item,
             Pop::Empty => continue,
-            Pop::Closed => return PipelineEnd::Stopped,
+            Pop::Closed => return,
         };
+        stats.queue_depth.store(queue.len(), Ordering::Relaxed);
         let queue_wait = item.queued_at.elapsed();
         let (classification, _raw, timings) = match classifier.classify(&item.input) {
             Ok(out) => out,
@@ -286,9 +309,17 @@ fn inference_loop(
                 continue;
             }
         };
-        let message = ResultMessage { result_id, json, frame_jpeg: item.frame_jpeg };
-        if results.blocking_send(message).is_err() {
-            return PipelineEnd::PublisherGone;
+        stats.record_latency(latency);
+        // Into the spool before anything else: from here the result survives a dead broker, a
+        // restart and a power cut; the publisher removes it once the broker acknowledged it.
+        if let Err(e) = out.spool.append(&json) {
+            Stats::inc(&stats.spool_failed);
+            tracing::error!(seq = item.seq, "result lost: {e}");
+            continue;
+        }
+        if let (Some(frames), Some(jpeg)) = (out.frames, item.frame_jpeg) {
+            // Frames are best effort (QoS 0): never wait for them.
+            let _ = frames.try_send(FrameImage { result_id, jpeg });
         }
     }
 }

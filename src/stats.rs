@@ -1,10 +1,21 @@
-//! Counters shared by the stages: what happened to every frame, for logs, `stats` and the
-//! shutdown summary.
+//! Counters and latency windows shared by the stages: what happened to every frame, for the
+//! retained `stats` topic, the `status` command and the shutdown summary.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
 
-#[derive(Debug, Default)]
+use serde::Serialize;
+
+use crate::publish::payload::LatencyMs;
+
+/// How many recent frames the latency percentiles are computed over.
+const LATENCY_WINDOW: usize = 1024;
+
+#[derive(Debug)]
 pub struct Stats {
+    started: Instant,
     /// Frames the source delivered (decoded).
     pub captured: AtomicU64,
     /// Inputs skipped because they could not be decoded (corrupt or empty files, bad frames).
@@ -15,10 +26,70 @@ pub struct Stats {
     pub classified: AtomicU64,
     /// Frames the engine failed on.
     pub failed: AtomicU64,
+    /// Results that could not be written to the spool (lost, and said so).
+    pub spool_failed: AtomicU64,
     /// Results handed to the MQTT client.
     pub published: AtomicU64,
     /// Results the broker acknowledged (PUBACK).
     pub acknowledged: AtomicU64,
+    /// Frames waiting for the inference thread right now.
+    pub queue_depth: AtomicUsize,
+    latencies: Mutex<VecDeque<LatencyMs>>,
+    model_id: Mutex<String>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            captured: AtomicU64::new(0),
+            skipped_corrupt: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            classified: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            spool_failed: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            acknowledged: AtomicU64::new(0),
+            queue_depth: AtomicUsize::new(0),
+            latencies: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
+            model_id: Mutex::new(String::new()),
+        }
+    }
+}
+
+/// p50 and p95 of one stage, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p95: f64,
+}
+
+/// Latency percentiles per stage over the recent window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct StageLatencies {
+    pub decode: Percentiles,
+    pub preprocess: Percentiles,
+    pub queue: Percentiles,
+    pub inference: Percentiles,
+    pub postprocess: Percentiles,
+    pub total: Percentiles,
+}
+
+/// A snapshot of the counters, as published on `stats`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub uptime_s: u64,
+    pub model_id: String,
+    pub frames_captured: u64,
+    pub frames_classified: u64,
+    pub frames_dropped: u64,
+    pub frames_skipped_corrupt: u64,
+    pub frames_failed: u64,
+    pub results_published: u64,
+    pub results_acknowledged: u64,
+    pub results_lost_spool_write: u64,
+    pub queue_depth: usize,
+    pub latency_ms: StageLatencies,
 }
 
 impl Stats {
@@ -28,6 +99,47 @@ impl Stats {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    pub fn record_latency(&self, l: LatencyMs) {
+        let mut w = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
+        if w.len() == LATENCY_WINDOW {
+            w.pop_front();
+        }
+        w.push_back(l);
+    }
+
+    pub fn set_model_id(&self, id: &str) {
+        *self.model_id.lock().unwrap_or_else(|p| p.into_inner()) = id.to_string();
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let latency_ms = {
+            let w = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
+            let stage = |f: fn(&LatencyMs) -> f64| percentiles(w.iter().map(f).collect());
+            StageLatencies {
+                decode: stage(|l| l.decode),
+                preprocess: stage(|l| l.preprocess),
+                queue: stage(|l| l.queue),
+                inference: stage(|l| l.inference),
+                postprocess: stage(|l| l.postprocess),
+                total: stage(|l| l.total),
+            }
+        };
+        Snapshot {
+            uptime_s: self.started.elapsed().as_secs(),
+            model_id: self.model_id.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            frames_captured: Self::get(&self.captured),
+            frames_classified: Self::get(&self.classified),
+            frames_dropped: Self::get(&self.dropped),
+            frames_skipped_corrupt: Self::get(&self.skipped_corrupt),
+            frames_failed: Self::get(&self.failed),
+            results_published: Self::get(&self.published),
+            results_acknowledged: Self::get(&self.acknowledged),
+            results_lost_spool_write: Self::get(&self.spool_failed),
+            queue_depth: self.queue_depth.load(Ordering::Relaxed),
+            latency_ms,
+        }
     }
 
     /// One line for the log at shutdown.
@@ -42,5 +154,38 @@ impl Stats {
             Self::get(&self.published),
             Self::get(&self.acknowledged),
         )
+    }
+}
+
+/// Nearest-rank percentiles; zeros for an empty window.
+pub fn percentiles(mut values: Vec<f64>) -> Percentiles {
+    if values.is_empty() {
+        return Percentiles::default();
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = |q: f64| values[((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
+    Percentiles { p50: rank(0.50), p95: rank(0.95) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let p = percentiles((1..=100).map(f64::from).collect());
+        assert_eq!((p.p50, p.p95), (50.0, 95.0));
+        assert_eq!(percentiles(vec![]), Percentiles::default());
+        assert_eq!(percentiles(vec![7.0]).p95, 7.0);
+    }
+
+    #[test]
+    fn latency_window_is_bounded() {
+        let s = Stats::default();
+        for i in 0..(LATENCY_WINDOW + 10) {
+            s.record_latency(LatencyMs { total: i as f64, ..Default::default() });
+        }
+        let snap = s.snapshot();
+        assert!(snap.latency_ms.total.p50 >= 10.0);
     }
 }

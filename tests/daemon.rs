@@ -36,7 +36,7 @@ fn every_image_gives_exactly_one_well_formed_message_and_corrupt_files_are_skipp
 
     let broker = Broker::start();
     let sub = Subscriber::start(&broker, "lesiond/#");
-    let config = write_file(work.path(), "lesiond.toml", &config_text("batch", broker.port, &directory_source(&folder, true)));
+    let config = write_file(work.path(), "lesiond.toml", &config_text("batch", broker.port, &directory_source(&folder, true), work.path()));
     let mut daemon = Daemon::start(&config, &[], work.path());
     let status = daemon.wait(Duration::from_secs(180)).expect("daemon exits after the last image");
     let log = daemon.log_text();
@@ -95,7 +95,7 @@ fn status_is_online_while_running_and_offline_after_sigterm() {
     let work = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start();
     let sub = Subscriber::start(&broker, "lesiond/#");
-    let config = write_file(work.path(), "lesiond.toml", &config_text("live", broker.port, SYNTHETIC));
+    let config = write_file(work.path(), "lesiond.toml", &config_text("live", broker.port, SYNTHETIC, work.path()));
     let mut daemon = Daemon::start(&config, &[], work.path());
     assert!(wait_until(Duration::from_secs(20), || sub.on("live/classification").len() >= 3), "{}", daemon.log_text());
     assert_eq!(broker.retained("lesiond/live/status").as_deref(), Some("online"));
@@ -120,7 +120,7 @@ fn status_is_online_while_running_and_offline_after_sigterm() {
 fn last_will_says_offline_when_the_daemon_is_killed() {
     let work = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start();
-    let config = write_file(work.path(), "lesiond.toml", &config_text("killed", broker.port, SYNTHETIC));
+    let config = write_file(work.path(), "lesiond.toml", &config_text("killed", broker.port, SYNTHETIC, work.path()));
     let mut daemon = Daemon::start(&config, &[], work.path());
     assert!(
         wait_until(Duration::from_secs(20), || broker.retained("lesiond/killed/status").as_deref() == Some("online")),
@@ -139,7 +139,7 @@ fn last_will_says_offline_when_the_daemon_is_killed() {
 fn unreachable_broker_at_start_does_not_crash_the_daemon() {
     let work = tempfile::tempdir().expect("tempdir");
     let port = free_port(); // nothing listens here
-    let config = write_file(work.path(), "lesiond.toml", &config_text("nobroker", port, SYNTHETIC));
+    let config = write_file(work.path(), "lesiond.toml", &config_text("nobroker", port, SYNTHETIC, work.path()));
     let mut daemon = Daemon::start(&config, &[], work.path());
     std::thread::sleep(Duration::from_secs(4));
     assert!(daemon.child.try_wait().expect("try_wait").is_none(), "still running\n{}", daemon.log_text());
@@ -163,7 +163,7 @@ fn env_overrides_reach_the_daemon() {
     // The config names a dead port; LESIOND_MQTT__PORT points at the real broker.
     let work = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start();
-    let config = write_file(work.path(), "lesiond.toml", &config_text("envtest", free_port(), SYNTHETIC));
+    let config = write_file(work.path(), "lesiond.toml", &config_text("envtest", free_port(), SYNTHETIC, work.path()));
     let port = broker.port.to_string();
     let mut daemon = Daemon::start(&config, &[("LESIOND_MQTT__PORT", &port), ("LESIOND_STATION__ID", "fromenv")], work.path());
     assert!(
@@ -181,7 +181,7 @@ fn sighup_reloads_the_configuration() {
     let broker = Broker::start();
     let sub = Subscriber::start(&broker, "lesiond/#");
     let config_path = work.path().join("lesiond.toml");
-    std::fs::write(&config_path, config_text("reload", broker.port, SYNTHETIC)).expect("write");
+    std::fs::write(&config_path, config_text("reload", broker.port, SYNTHETIC, work.path())).expect("write");
     let mut daemon = Daemon::start(&config_path, &[], work.path());
     assert!(wait_until(Duration::from_secs(20), || !sub.on("reload/classification").is_empty()));
 
@@ -199,7 +199,7 @@ fn sighup_reloads_the_configuration() {
         std::fs::copy(&img, images.join(img.file_name().expect("name"))).expect("copy");
     }
     let source = format!("[source]\nkind = \"directory\"\n\n[source.directory]\npath = \"{}\"\n", images.display());
-    std::fs::write(&config_path, config_text("reload", broker.port, &source)).expect("write");
+    std::fs::write(&config_path, config_text("reload", broker.port, &source, work.path())).expect("write");
     daemon.signal("-HUP");
     assert!(
         wait_until(Duration::from_secs(20), || sub.on("reload/classification").iter().any(|m| m.payload.contains("\"kind\":\"directory\""))),

@@ -13,11 +13,16 @@ fn run_with(config: &str) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// A test config; these tests stop before the spool is used.
+fn cfg(source: &str) -> String {
+    config_text("s", free_port(), source, &std::env::temp_dir().join("lesiond-startup-errors"))
+}
+
 const SOURCE: &str = "[source]\nkind = \"synthetic\"\n";
 
 #[test]
 fn missing_model_fails_at_start() {
-    let config = config_text("s", free_port(), SOURCE).replace("models/lesion_mnv2_int8.tflite", "models/nope.tflite");
+    let config = cfg(SOURCE).replace("models/lesion_mnv2_int8.tflite", "models/nope.tflite");
     let (code, text) = run_with(&config);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("models/nope.tflite") && text.contains("not found"), "{text}");
@@ -25,7 +30,7 @@ fn missing_model_fails_at_start() {
 
 #[test]
 fn a_file_that_is_not_a_model_fails_at_start() {
-    let config = config_text("s", free_port(), SOURCE).replace("models/lesion_mnv2_int8.tflite", "models/labels.json");
+    let config = cfg(SOURCE).replace("models/lesion_mnv2_int8.tflite", "models/labels.json");
     let (code, text) = run_with(&config);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("cannot load model models/labels.json"), "{text}");
@@ -35,7 +40,7 @@ fn a_file_that_is_not_a_model_fails_at_start() {
 fn wrong_shape_model_fails_at_start() {
     // A real TFLite model whose output has 5 classes, not 7 (made by training/, see fixtures).
     let config =
-        config_text("s", free_port(), SOURCE).replace("models/lesion_mnv2_int8.tflite", "tests/fixtures/five_classes.tflite");
+        cfg(SOURCE).replace("models/lesion_mnv2_int8.tflite", "tests/fixtures/five_classes.tflite");
     let (code, text) = run_with(&config);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("5 outputs") && text.contains("7 classes"), "{text}");
@@ -43,10 +48,10 @@ fn wrong_shape_model_fails_at_start() {
 
 #[test]
 fn broken_config_fails_with_a_message_naming_the_key() {
-    let (code, text) = run_with(&config_text("s", free_port(), SOURCE).replace("[mqtt]", "[mqtt]\nhots = \"x\""));
+    let (code, text) = run_with(&cfg(SOURCE).replace("[mqtt]", "[mqtt]\nhots = \"x\""));
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("hots"), "{text}");
-    let (code, text) = run_with(&config_text("s", free_port(), SOURCE).replace("threads = 1", "threads = \"many\""));
+    let (code, text) = run_with(&cfg(SOURCE).replace("threads = 1", "threads = \"many\""));
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("threads"), "{text}");
     let (code, text) = run_with("this is not toml [");
@@ -56,7 +61,7 @@ fn broken_config_fails_with_a_message_naming_the_key() {
 #[test]
 fn missing_source_folder_fails_at_start() {
     let source = "[source]\nkind = \"directory\"\n\n[source.directory]\npath = \"/nonexistent/captures\"\n";
-    let (code, text) = run_with(&config_text("s", free_port(), source));
+    let (code, text) = run_with(&cfg(source));
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("/nonexistent/captures"), "{text}");
 }
@@ -64,7 +69,7 @@ fn missing_source_folder_fails_at_start() {
 #[test]
 fn check_reports_what_is_wrong() {
     let work = tempfile::tempdir().expect("tempdir");
-    let config = config_text("s", free_port(), SOURCE).replace("models/lesion_mnv2_int8.tflite", "models/nope.tflite");
+    let config = cfg(SOURCE).replace("models/lesion_mnv2_int8.tflite", "models/nope.tflite");
     let path = write_file(work.path(), "c.toml", &config);
     let out = lesiond().args(["check", "--config"]).arg(&path).output().expect("check");
     let text = String::from_utf8_lossy(&out.stdout);

@@ -1,15 +1,18 @@
-//! Publishing results to the clinic's MQTT broker.
-//!
-//! Topics (see `docs/mqtt.md`):
-//! - `<prefix>/<station>/classification`: one JSON result per classified frame, QoS 1.
-//! - `<prefix>/<station>/status`: `online` / `offline`, retained; `offline` is also the last will.
-//! - `<prefix>/<station>/frame/<result_id>`: a downscaled JPEG, only when `mqtt.publish_frames`.
+//! Publishing to the clinic's MQTT broker. Topics (see `docs/mqtt.md`), under
+//! `<prefix>/<station>/`:
+//! - `classification`: one JSON result per classified frame, QoS 1, from the spool.
+//! - `status`: `online` / `offline`, retained; `offline` is also the last will.
+//! - `stats`: counters, retained, every `mqtt.stats_interval_secs`.
+//! - `cmd/<name>` in, `reply/<name>` out: remote commands.
+//! - `frame/<result_id>`: a downscaled JPEG, only when `mqtt.publish_frames`.
 
+mod link;
 pub mod outbox;
 pub mod payload;
 mod publisher;
 
-pub use publisher::{start, PublisherHandle};
+pub use link::{tls_client_config, LinkError};
+pub use publisher::{start, CommandReply, DaemonRequest, FrameImage, Mode, PublisherHandle, Shared};
 
 use crate::config::Config;
 
@@ -18,7 +21,10 @@ use crate::config::Config;
 pub struct Topics {
     pub classification: String,
     pub status: String,
-    frame_prefix: String,
+    pub stats: String,
+    /// The subscription for commands: `<base>/cmd/+`.
+    pub commands: String,
+    base: String,
 }
 
 impl Topics {
@@ -27,22 +33,19 @@ impl Topics {
         Self {
             classification: format!("{base}/classification"),
             status: format!("{base}/status"),
-            frame_prefix: format!("{base}/frame"),
+            stats: format!("{base}/stats"),
+            commands: format!("{base}/cmd/+"),
+            base,
         }
     }
 
     pub fn frame(&self, result_id: &str) -> String {
-        format!("{}/{result_id}", self.frame_prefix)
+        format!("{}/frame/{result_id}", self.base)
     }
-}
 
-/// What the pipeline hands to the publisher for one classified frame.
-#[derive(Debug)]
-pub struct ResultMessage {
-    pub result_id: String,
-    pub json: Vec<u8>,
-    /// A downscaled JPEG of the frame, only when publishing frames is enabled.
-    pub frame_jpeg: Option<Vec<u8>>,
+    pub fn reply(&self, command: &str) -> String {
+        format!("{}/reply/{command}", self.base)
+    }
 }
 
 pub const STATUS_ONLINE: &str = "online";

@@ -12,10 +12,14 @@ use rumqttc::QoS;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum MessageKind {
-    /// A classification result, counted until acknowledged.
-    Result { result_id: String },
+    /// A classification result: spool entry `number`, removed from the spool on PUBACK.
+    Result { number: u64 },
     /// The retained online/offline status.
     Status,
+    /// The retained counters.
+    Stats,
+    /// A reply to a command.
+    Reply,
     /// A downscaled frame (QoS 0, only when enabled).
     Frame,
 }
@@ -79,18 +83,15 @@ impl Outbox {
         Some(self.inflight.remove(at).1)
     }
 
-    /// The broker has no session for us: whatever it had not acknowledged must be sent again, in
-    /// the original order and before anything newer. Old status messages are dropped (a fresh
-    /// one is published on connect).
+    /// The broker has no session for us (and rumqttc dropped what it held): replies not yet
+    /// acknowledged go out again, in order, before anything newer. Results are dropped here
+    /// because they are still in the spool and are read from it again; status, stats and frames
+    /// are stale and dropped.
     pub fn on_session_lost(&mut self) {
-        let mut again: VecDeque<Message> = self
-            .inflight
-            .drain(..)
-            .map(|(_, m)| m)
-            .chain(self.queued.drain(..))
-            .filter(|m| m.kind != MessageKind::Status && m.qos != QoS::AtMostOnce)
-            .collect();
-        again.extend(self.waiting.drain(..));
+        let keep = |m: &Message| m.kind == MessageKind::Reply;
+        let mut again: VecDeque<Message> =
+            self.inflight.drain(..).map(|(_, m)| m).chain(self.queued.drain(..)).filter(keep).collect();
+        again.extend(self.waiting.drain(..).filter(keep));
         self.waiting = again;
     }
 
@@ -106,6 +107,11 @@ impl Outbox {
         self.waiting.len()
     }
 
+    /// Whether any message at all is still waiting or unacknowledged.
+    pub fn is_idle(&self) -> bool {
+        self.waiting.is_empty() && self.queued.is_empty() && self.inflight.is_empty()
+    }
+
     /// Whether any message of this kind is still unacknowledged.
     pub fn has_unacked(&self, kind: &MessageKind) -> bool {
         self.waiting.iter().chain(self.queued.iter()).any(|m| &m.kind == kind)
@@ -119,12 +125,16 @@ mod tests {
 
     fn result(id: &str) -> Message {
         Message {
-            kind: MessageKind::Result { result_id: id.into() },
+            kind: MessageKind::Result { number: id.bytes().map(u64::from).sum() },
             topic: "t".into(),
             payload: id.as_bytes().to_vec(),
             qos: QoS::AtLeastOnce,
             retain: false,
         }
+    }
+
+    fn reply(id: &str) -> Message {
+        Message { kind: MessageKind::Reply, ..result(id) }
     }
 
     fn submit_all(o: &mut Outbox) {
@@ -150,17 +160,18 @@ mod tests {
     }
 
     #[test]
-    fn lost_session_resends_unacked_in_order_before_newer() {
+    fn lost_session_resends_replies_in_order_and_leaves_results_to_the_spool() {
         let mut o = Outbox::default();
-        for id in ["a", "b", "c"] {
-            o.push(result(id));
+        for m in [reply("a"), result("r"), reply("b"), reply("c")] {
+            o.push(m);
         }
         submit_all(&mut o);
-        o.on_outgoing_publish(1); // a in flight; b, c queued in the client
-        o.push(result("d"));
+        o.on_outgoing_publish(1); // a in flight; the rest queued in the client
+        o.push(reply("d"));
         o.on_session_lost();
+        assert_eq!(o.unacked_results(), 0);
         let order: Vec<Message> = std::iter::from_fn(|| o.next_waiting()).collect();
-        assert_eq!(order, vec![result("a"), result("b"), result("c"), result("d")]);
+        assert_eq!(order, vec![reply("a"), reply("b"), reply("c"), reply("d")]);
     }
 
     #[test]

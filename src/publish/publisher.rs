@@ -1,41 +1,78 @@
-//! The MQTT publisher task: owns the rumqttc event loop and the [`Outbox`].
+//! The MQTT publisher task: owns the connection ([`Link`]) and the [`Outbox`], sends spooled
+//! results in order, the retained status and stats, and answers commands.
 //!
 //! Everything happens on this one task on purpose: messages are given to the client only while
-//! connected and only from here, so when the connection drops we know exactly which messages
-//! rumqttc holds, and after a reconnect we know what must be sent again.
+//! connected and only from here, so when the connection drops we know exactly what rumqttc
+//! held. Results are never held only in memory: they are in the spool until their PUBACK, and
+//! after a reconnect the spool is simply read again from its oldest entry.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ClientError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::QoS;
+use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::link::{Link, LinkError, LinkEvent};
 use super::outbox::{Message, MessageKind, Outbox};
-use super::{ResultMessage, Topics, STATUS_OFFLINE, STATUS_ONLINE};
+use super::{Topics, STATUS_OFFLINE, STATUS_ONLINE};
+use crate::commands::{self, CommandName, Control, Reply};
 use crate::config::Config;
-use crate::stats::Stats;
+use crate::spool::{Spool, SpoolStats};
+use crate::stats::{Snapshot, Stats};
 
-/// How many requests rumqttc may buffer between us and the socket.
-const CLIENT_CAPACITY: usize = 64;
-/// Results held in memory while the broker is away before the pipeline is slowed down.
-const MAX_WAITING: usize = 1000;
+/// Results read from the spool and not yet acknowledged, at most.
+const RESULT_WINDOW: usize = 32;
 /// On SIGTERM: how long to wait for the broker to acknowledge what is in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What the daemon wants from the publisher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Running,
+    /// The pipeline has finished a batch: send everything in the spool, then finish.
+    Drain,
+    /// Shutting down: finish within [`SHUTDOWN_GRACE`]; what is not acknowledged stays spooled.
+    Stop,
+}
+
+/// A request the publisher passes to the daemon (it owns the configuration).
+#[derive(Debug)]
+pub enum DaemonRequest {
+    Reload { request_id: Option<String> },
+}
+
+/// A reply the daemon passes back for publishing.
+#[derive(Debug)]
+pub struct CommandReply {
+    pub name: CommandName,
+    pub request_id: Option<String>,
+    pub result: Result<(), String>,
+}
+
+/// A downscaled frame to publish next to its result.
+#[derive(Debug)]
+pub struct FrameImage {
+    pub result_id: String,
+    pub jpeg: Vec<u8>,
+}
 
 pub struct PublisherHandle {
     /// True while connected to the broker.
     pub connected: watch::Receiver<bool>,
-    /// Set to true to finish within [`SHUTDOWN_GRACE`]: publish `offline`, disconnect.
-    shutdown: watch::Sender<bool>,
+    mode: watch::Sender<Mode>,
     /// Ends when the publisher has finished.
     pub task: tokio::task::JoinHandle<()>,
+    /// Replies to commands the daemon carried out.
+    pub replies: mpsc::Sender<CommandReply>,
 }
 
 impl PublisherHandle {
-    pub fn request_shutdown(&self) {
-        let _ = self.shutdown.send(true);
+    pub fn set_mode(&self, mode: Mode) {
+        let _ = self.mode.send(mode);
     }
 
     /// Waits for the publisher to finish.
@@ -46,45 +83,83 @@ impl PublisherHandle {
     }
 }
 
-/// Connects (in the background, retrying) and starts publishing what arrives on `results`.
-/// When `results` closes, the publisher waits until every result is acknowledged, publishes
-/// `offline` and disconnects.
-pub fn start(config: &Config, stats: Arc<Stats>, results: mpsc::Receiver<ResultMessage>) -> PublisherHandle {
+/// Everything the publisher shares with the rest of the daemon.
+pub struct Shared {
+    pub stats: Arc<Stats>,
+    pub spool: Arc<Spool>,
+    pub control: Arc<Control>,
+}
+
+/// Starts the publisher: it connects in the background (retrying with backoff) and publishes
+/// what the spool holds and what arrives.
+pub fn start(
+    config: &Config,
+    shared: Shared,
+    frames: mpsc::Receiver<FrameImage>,
+    requests: mpsc::Sender<DaemonRequest>,
+) -> Result<PublisherHandle, LinkError> {
     let topics = Topics::new(config);
-    let mut options = MqttOptions::new(config.client_id(), config.mqtt.host.clone(), config.mqtt.port);
-    options.set_keep_alive(Duration::from_secs(config.mqtt.keep_alive_secs));
-    options.set_clean_session(true);
-    options.set_last_will(LastWill::new(&topics.status, STATUS_OFFLINE, QoS::AtLeastOnce, true));
-    let (client, eventloop) = AsyncClient::new(options, CLIENT_CAPACITY);
+    let link = Link::new(&config.mqtt, &config.client_id(), &topics.status, STATUS_OFFLINE)?;
     let (connected_tx, connected) = watch::channel(false);
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let broker = format!("{}:{}", config.mqtt.host, config.mqtt.port);
-    let task = tokio::spawn(
-        Publisher {
-            client,
-            eventloop,
-            outbox: Outbox::default(),
-            topics,
-            stats,
-            connected: connected_tx,
-            broker,
-        }
-        .run(results, shutdown_rx),
-    );
-    PublisherHandle { connected, shutdown, task }
+    let (mode, mode_rx) = watch::channel(Mode::Running);
+    let (replies, replies_rx) = mpsc::channel(16);
+    let stats_every = (config.mqtt.stats_interval_secs > 0).then(|| Duration::from_secs(config.mqtt.stats_interval_secs));
+    let publisher = Publisher {
+        link,
+        outbox: Outbox::default(),
+        cursor: None,
+        topics,
+        station_id: config.station.id.clone(),
+        shared,
+        connected: connected_tx,
+        broker: format!("{}:{}", config.mqtt.host, config.mqtt.port),
+        requests,
+    };
+    let task = tokio::spawn(publisher.run(frames, replies_rx, mode_rx, stats_every));
+    Ok(PublisherHandle { connected, mode, task, replies })
 }
 
 struct Publisher {
-    client: AsyncClient,
-    eventloop: EventLoop,
+    link: Link,
     outbox: Outbox,
+    /// The last spool entry handed to the outbox.
+    cursor: Option<u64>,
     topics: Topics,
-    stats: Arc<Stats>,
+    station_id: String,
+    shared: Shared,
     connected: watch::Sender<bool>,
     broker: String,
+    requests: mpsc::Sender<DaemonRequest>,
+}
+
+/// The state a `status` command and the `stats` topic report.
+#[derive(Debug, Serialize)]
+struct StationState<'a> {
+    schema_version: u32,
+    station_id: &'a str,
+    connected: bool,
+    paused: bool,
+    spool: SpoolStats,
+    #[serde(flatten)]
+    stats: Snapshot,
 }
 
 impl Publisher {
+    fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
+    fn state(&self) -> StationState<'_> {
+        StationState {
+            schema_version: 1,
+            station_id: &self.station_id,
+            connected: self.is_connected(),
+            paused: self.shared.control.is_paused(),
+            spool: self.shared.spool.stats(),
+            stats: self.shared.stats.snapshot(),
+        }
+    }
+
     fn status(&self, text: &str) -> Message {
         Message {
             kind: MessageKind::Status,
@@ -95,8 +170,22 @@ impl Publisher {
         }
     }
 
-    fn is_connected(&self) -> bool {
-        *self.connected.borrow()
+    /// Reads the next spooled results into the outbox, keeping a bounded window in flight.
+    fn fill_from_spool(&mut self) {
+        if !self.is_connected() {
+            return;
+        }
+        while self.outbox.unacked_results() < RESULT_WINDOW {
+            let Some(entry) = self.shared.spool.next_after(self.cursor) else { break };
+            self.cursor = Some(entry.number);
+            self.outbox.push(Message {
+                kind: MessageKind::Result { number: entry.number },
+                topic: self.topics.classification.clone(),
+                payload: entry.json,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+            });
+        }
     }
 
     /// Gives waiting messages to the client while it has room.
@@ -105,14 +194,14 @@ impl Publisher {
             return;
         }
         while let Some(m) = self.outbox.next_waiting() {
-            match self.client.try_publish(m.topic.clone(), m.qos, m.retain, m.payload.clone()) {
+            match self.link.try_publish(&m.topic, m.qos, m.retain, m.payload.clone()) {
                 Ok(()) => {
                     if matches!(m.kind, MessageKind::Result { .. }) {
-                        Stats::inc(&self.stats.published);
+                        Stats::inc(&self.shared.stats.published);
                     }
                     self.outbox.submitted(m);
                 }
-                Err(ClientError::TryRequest(_)) | Err(ClientError::Request(_)) => {
+                Err(_) => {
                     self.outbox.not_submitted(m);
                     break;
                 }
@@ -120,55 +209,103 @@ impl Publisher {
         }
     }
 
-    fn accept(&mut self, r: ResultMessage) {
-        if let Some(jpeg) = r.frame_jpeg {
-            self.outbox.push(Message {
-                kind: MessageKind::Frame,
-                topic: self.topics.frame(&r.result_id),
-                payload: jpeg,
-                qos: QoS::AtMostOnce,
+    fn reply<T: Serialize>(&mut self, name: &str, request_id: Option<String>, result: Result<Option<T>, String>) {
+        let (ok, error, state) = match result {
+            Ok(state) => (true, None, state),
+            Err(e) => (false, Some(e), None),
+        };
+        let reply = Reply { schema_version: 1, command: name.to_string(), request_id, ok, error, state };
+        match serde_json::to_vec(&reply) {
+            Ok(payload) => self.outbox.push(Message {
+                kind: MessageKind::Reply,
+                topic: self.topics.reply(name),
+                payload,
+                qos: QoS::AtLeastOnce,
                 retain: false,
-            });
+            }),
+            Err(e) => tracing::error!("cannot serialize a reply: {e}"),
         }
-        self.outbox.push(Message {
-            kind: MessageKind::Result { result_id: r.result_id },
-            topic: self.topics.classification.clone(),
-            payload: r.json,
-            qos: QoS::AtLeastOnce,
-            retain: false,
-        });
     }
 
-    /// Handles one event loop outcome. Returns the time to wait before polling again after an
-    /// error.
-    fn on_event(&mut self, event: Result<Event, rumqttc::ConnectionError>, backoff: &mut Duration) -> Option<Duration> {
+    fn on_command(&mut self, name: &str, payload: &[u8]) {
+        let command = match commands::parse(name, payload) {
+            Ok(c) => c,
+            Err(refused) => {
+                tracing::warn!(command = %name.chars().take(64).collect::<String>(), "refused command: {}", refused.error);
+                // The reply topic names the command as received (topic-safe: it came from one).
+                self.reply::<()>(name, refused.request_id, Err(refused.error.to_string()));
+                return;
+            }
+        };
+        tracing::info!(command = ?command.name, request_id = ?command.request_id, "command");
+        let control = self.shared.control.clone();
+        let ok = || Ok::<Option<()>, String>(None);
+        match command.name {
+            CommandName::Pause => {
+                control.pause();
+                self.reply("pause", command.request_id, ok());
+            }
+            CommandName::Resume => {
+                control.resume();
+                self.reply("resume", command.request_id, ok());
+            }
+            CommandName::Capture => {
+                control.request_capture();
+                self.reply("capture", command.request_id, ok());
+            }
+            CommandName::Status => {
+                let state = serde_json::to_value(self.state()).map_err(|e| e.to_string());
+                self.reply("status", command.request_id, state.map(Some));
+            }
+            CommandName::Reload => {
+                if let Err(e) = self.requests.try_send(DaemonRequest::Reload { request_id: command.request_id.clone() }) {
+                    self.reply::<()>("reload", command.request_id, Err(format!("daemon busy: {e}")));
+                }
+            }
+        }
+    }
+
+    /// Handles one event loop outcome. Returns how long to wait before polling again after a
+    /// connection error.
+    fn on_event(&mut self, event: Result<LinkEvent, String>, backoff: &mut Duration) -> Option<Duration> {
         match event {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                tracing::info!(broker = %self.broker, session_present = ack.session_present, "connected to MQTT broker");
-                if !ack.session_present {
+            Ok(LinkEvent::Connected { session_present }) => {
+                tracing::info!(broker = %self.broker, session_present, "connected to MQTT broker");
+                if !session_present {
+                    // rumqttc dropped what it held: start again from the oldest spooled result.
                     self.outbox.on_session_lost();
+                    self.cursor = None;
                 }
                 let online = self.status(STATUS_ONLINE);
                 self.outbox.push_front(online);
+                let _ = self.link.try_subscribe(&self.topics.commands);
                 let _ = self.connected.send(true);
-                *backoff = Duration::from_millis(500);
+                *backoff = FIRST_BACKOFF;
                 None
             }
-            Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                if let Some(Message { kind: MessageKind::Result { .. }, .. }) = self.outbox.on_puback(ack.pkid) {
-                    Stats::inc(&self.stats.acknowledged);
+            Ok(LinkEvent::PubAck(pkid)) => {
+                if let Some(Message { kind: MessageKind::Result { number }, .. }) = self.outbox.on_puback(pkid) {
+                    self.shared.spool.remove(number);
+                    Stats::inc(&self.shared.stats.acknowledged);
                 }
                 None
             }
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+            Ok(LinkEvent::Sent(pkid)) => {
                 self.outbox.on_outgoing_publish(pkid);
                 None
             }
-            Ok(_) => None,
+            Ok(LinkEvent::Message { topic, payload }) => {
+                if let Some(name) = topic.strip_prefix(self.topics.commands.trim_end_matches('+')) {
+                    let name = name.to_string();
+                    self.on_command(&name, &payload);
+                }
+                None
+            }
+            Ok(LinkEvent::Disconnected | LinkEvent::Other) => None,
             Err(e) => {
                 if self.is_connected() {
                     tracing::warn!(broker = %self.broker, "lost the MQTT broker: {e}; reconnecting");
-                } else if *backoff <= Duration::from_millis(500) {
+                } else if *backoff <= FIRST_BACKOFF {
                     tracing::warn!(broker = %self.broker, "cannot reach the MQTT broker: {e}; retrying with backoff");
                 } else {
                     tracing::debug!(broker = %self.broker, "MQTT connect failed: {e}");
@@ -181,41 +318,70 @@ impl Publisher {
         }
     }
 
-    async fn run(mut self, mut results: mpsc::Receiver<ResultMessage>, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = Duration::from_millis(500);
+    async fn run(
+        mut self,
+        mut frames: mpsc::Receiver<FrameImage>,
+        mut replies: mpsc::Receiver<CommandReply>,
+        mut mode: watch::Receiver<Mode>,
+        stats_every: Option<Duration>,
+    ) {
+        let mut backoff = FIRST_BACKOFF;
         let mut retry_at: Option<Instant> = None;
-        let mut results_open = true;
         let mut deadline: Option<Instant> = None;
+        let mut stats_tick = tokio::time::interval(stats_every.unwrap_or(Duration::from_secs(3600)));
+        let spool = self.shared.spool.clone();
         loop {
+            self.fill_from_spool();
             self.submit_waiting();
-            if !results_open && self.outbox.unacked_results() == 0 {
+            let current = *mode.borrow();
+            let done = spool.is_empty() && self.outbox.unacked_results() == 0;
+            if current != Mode::Running && done {
                 break;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                tracing::warn!(
-                    "shutting down with {} result(s) not acknowledged by the broker",
-                    self.outbox.unacked_results()
-                );
+                let left = spool.stats().depth;
+                tracing::warn!("stopping with {left} result(s) not yet acknowledged; they stay in the spool for the next start");
                 break;
             }
-            // While disconnected, results wait in the channel (slowing the pipeline) instead of
-            // piling up here; once shutting down, take everything that is left.
-            let take_results = results_open
-                && (self.is_connected() || deadline.is_some())
-                && self.outbox.waiting_len() < MAX_WAITING;
             tokio::select! {
-                event = self.eventloop.poll(), if retry_at.is_none() => {
+                event = self.link.poll(), if retry_at.is_none() => {
                     retry_at = self.on_event(event, &mut backoff).map(|wait| Instant::now() + wait);
                 }
                 _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
                     retry_at = None;
                 }
-                received = results.recv(), if take_results => match received {
-                    Some(r) => self.accept(r),
-                    None => results_open = false,
-                },
-                _ = shutdown.changed(), if deadline.is_none() => {
-                    deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+                _ = spool.appended.notified() => {}
+                Some(frame) = frames.recv() => {
+                    if self.is_connected() {
+                        self.outbox.push(Message {
+                            kind: MessageKind::Frame,
+                            topic: self.topics.frame(&frame.result_id),
+                            payload: frame.jpeg,
+                            qos: QoS::AtMostOnce,
+                            retain: false,
+                        });
+                    }
+                }
+                Some(r) = replies.recv() => {
+                    let name = format!("{:?}", r.name).to_lowercase();
+                    self.reply::<()>(&name, r.request_id, r.result.map(|()| None));
+                }
+                _ = stats_tick.tick(), if stats_every.is_some() && self.is_connected() => {
+                    match serde_json::to_vec(&self.state()) {
+                        Ok(payload) => self.outbox.push(Message {
+                            kind: MessageKind::Stats,
+                            topic: self.topics.stats.clone(),
+                            payload,
+                            qos: QoS::AtLeastOnce,
+                            retain: true,
+                        }),
+                        Err(e) => tracing::error!("cannot serialize stats: {e}"),
+                    }
+                }
+                changed = mode.changed() => {
+                    if changed.is_err() || *mode.borrow() == Mode::Stop {
+                        deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
+                    }
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
             }
@@ -234,7 +400,7 @@ impl Publisher {
         let until = Instant::now() + Duration::from_secs(2);
         let mut backoff = Duration::ZERO;
         while self.outbox.has_unacked(&MessageKind::Status) && Instant::now() < until {
-            match tokio::time::timeout_at(until, self.eventloop.poll()).await {
+            match tokio::time::timeout_at(until, self.link.poll()).await {
                 Ok(event) => {
                     if self.on_event(event, &mut backoff).is_some() {
                         return;
@@ -243,10 +409,10 @@ impl Publisher {
                 Err(_) => break,
             }
         }
-        if self.client.try_disconnect().is_ok() {
+        if self.link.try_disconnect().is_ok() {
             let until = Instant::now() + Duration::from_secs(1);
-            while let Ok(Ok(event)) = tokio::time::timeout_at(until, self.eventloop.poll()).await {
-                if matches!(event, Event::Outgoing(Outgoing::Disconnect)) {
+            while let Ok(Ok(event)) = tokio::time::timeout_at(until, self.link.poll()).await {
+                if matches!(event, LinkEvent::Disconnected) {
                     break;
                 }
             }

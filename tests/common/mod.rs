@@ -224,8 +224,10 @@ pub fn lesiond() -> Command {
     c
 }
 
-/// A config for tests: the given source section, a broker on `port`, the shipped model.
-pub fn config_text(station: &str, port: u16, source: &str) -> String {
+/// A config for tests: the given source section, a broker on `port`, the shipped model, a
+/// spool in `work`.
+pub fn config_text(station: &str, port: u16, source: &str, work: &Path) -> String {
+    let spool = work.join("spool");
     format!(
         r#"
 [station]
@@ -248,10 +250,15 @@ port = {port}
 keep_alive_secs = 5
 ready_timeout_secs = 2
 
+[spool]
+dir = "{spool}"
+fsync = false
+
 [log]
 format = "text"
 level = "info"
-"#
+"#,
+        spool = spool.display()
     )
 }
 

@@ -1,0 +1,324 @@
+//! The on-disk spool: every result is written here before it is published, and removed only
+//! when the broker has acknowledged it (PUBACK). Results made while the broker is away simply
+//! stay; they are sent in order once it is back, after a daemon restart too.
+//!
+//! One file per result, `<number>.json`, written to a temporary name, flushed and renamed, so a
+//! power cut leaves either the whole entry or none (at worst a `.tmp` file, removed at start).
+//! A damaged entry is skipped and reported, never fatal. The spool is bounded by size and age:
+//! when full, the oldest entries are dropped and counted — never silently.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use crate::config::SpoolConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("cannot use spool directory {path}: {source}")]
+    Dir { path: PathBuf, source: std::io::Error },
+    #[error("cannot write spool entry {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("result of {size} bytes is larger than the whole spool (spool.max_bytes = {max})")]
+    TooLarge { size: u64, max: u64 },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    bytes: u64,
+    created: SystemTime,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    entries: BTreeMap<u64, Entry>,
+    total_bytes: u64,
+    next_number: u64,
+    /// Entries dropped because the spool was full or they were too old.
+    dropped: u64,
+    /// Entries found damaged (unreadable, not a result) and removed.
+    damaged: u64,
+}
+
+/// Counts for `stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct SpoolStats {
+    pub depth: usize,
+    pub bytes: u64,
+    pub dropped: u64,
+    pub damaged: u64,
+}
+
+pub struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    max_age: Duration,
+    fsync: bool,
+    state: Mutex<State>,
+    /// Woken on every append, so the publisher picks new entries up at once.
+    pub appended: tokio::sync::Notify,
+}
+
+/// A spooled result, read back for publishing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpooledResult {
+    pub number: u64,
+    pub result_id: String,
+    pub json: Vec<u8>,
+}
+
+impl Spool {
+    /// Opens (creating) the spool directory and indexes what a previous run left.
+    pub fn open(config: &SpoolConfig) -> Result<Spool, SpoolError> {
+        let dir = config.dir.clone();
+        let dir_err = |source| SpoolError::Dir { path: dir.clone(), source };
+        fs::create_dir_all(&dir).map_err(dir_err)?;
+        let mut state = State::default();
+        for entry in fs::read_dir(&dir).map_err(dir_err)? {
+            let Ok(entry) = entry else { continue };
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                // An entry whose write was cut short (power cut, kill): it was never complete.
+                tracing::warn!(file = %path.display(), "removing incomplete spool entry");
+                let _ = fs::remove_file(&path);
+                state.damaged += 1;
+                continue;
+            }
+            let Some(number) = name.strip_suffix(".json").and_then(|n| n.parse::<u64>().ok()) else {
+                continue; // not ours
+            };
+            match fs::read(&path).ok().and_then(|bytes| parse_entry(&bytes).map(|_| bytes.len() as u64)) {
+                Some(bytes) => {
+                    let created = entry.metadata().and_then(|m| m.modified()).unwrap_or_else(|_| SystemTime::now());
+                    state.total_bytes += bytes;
+                    state.entries.insert(number, Entry { bytes, created });
+                    state.next_number = state.next_number.max(number + 1);
+                }
+                None => {
+                    tracing::warn!(file = %path.display(), "skipping damaged spool entry (not a complete result)");
+                    let _ = fs::remove_file(&path);
+                    state.damaged += 1;
+                }
+            }
+        }
+        state.next_number = state.next_number.max(1);
+        if !state.entries.is_empty() {
+            tracing::info!(entries = state.entries.len(), bytes = state.total_bytes, "spool holds results from an earlier run; they are sent first");
+        }
+        Ok(Spool {
+            dir,
+            max_bytes: config.max_bytes,
+            max_age: Duration::from_secs(config.max_age_hours.saturating_mul(3600)),
+            fsync: config.fsync,
+            state: Mutex::new(state),
+            appended: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn path(&self, number: u64) -> PathBuf {
+        self.dir.join(format!("{number:020}.json"))
+    }
+
+    /// Writes a result durably. Drops (and counts) the oldest entries if the spool would exceed
+    /// its size, and entries older than its age limit.
+    pub fn append(&self, json: &[u8]) -> Result<u64, SpoolError> {
+        let size = json.len() as u64;
+        if size > self.max_bytes {
+            return Err(SpoolError::TooLarge { size, max: self.max_bytes });
+        }
+        let mut state = self.lock();
+        self.expire(&mut state);
+        while state.total_bytes + size > self.max_bytes {
+            let Some((&oldest, _)) = state.entries.iter().next() else { break };
+            self.drop_entry(&mut state, oldest, "the spool is full (spool.max_bytes)");
+        }
+        let number = state.next_number;
+        state.next_number += 1;
+        let path = self.path(number);
+        let tmp = path.with_extension("json.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(json)?;
+            if self.fsync {
+                f.sync_all()?;
+            }
+            fs::rename(&tmp, &path)?;
+            if self.fsync {
+                // Make the rename itself durable.
+                fs::File::open(&self.dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        if let Err(source) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(SpoolError::Write { path, source });
+        }
+        state.total_bytes += size;
+        state.entries.insert(number, Entry { bytes: size, created: SystemTime::now() });
+        drop(state);
+        self.appended.notify_one();
+        Ok(number)
+    }
+
+    fn expire(&self, state: &mut State) {
+        if self.max_age.is_zero() {
+            return;
+        }
+        let now = SystemTime::now();
+        let expired: Vec<u64> = state
+            .entries
+            .iter()
+            .take_while(|(_, e)| now.duration_since(e.created).unwrap_or_default() > self.max_age)
+            .map(|(n, _)| *n)
+            .collect();
+        for n in expired {
+            self.drop_entry(state, n, "older than spool.max_age_hours");
+        }
+    }
+
+    fn drop_entry(&self, state: &mut State, number: u64, why: &str) {
+        if let Some(e) = state.entries.remove(&number) {
+            state.total_bytes -= e.bytes;
+            state.dropped += 1;
+            let _ = fs::remove_file(self.path(number));
+            tracing::warn!(entry = number, "dropped an unpublished result: {why}");
+        }
+    }
+
+    /// The oldest entry after `after` (or the oldest of all), read from disk. Damaged entries on
+    /// the way are removed and counted.
+    pub fn next_after(&self, after: Option<u64>) -> Option<SpooledResult> {
+        let mut state = self.lock();
+        self.expire(&mut state);
+        loop {
+            let start = after.map_or(0, |a| a + 1);
+            let (&number, _) = state.entries.range(start..).next()?;
+            let parsed = fs::read(self.path(number)).ok().and_then(|bytes| parse_entry(&bytes).map(|id| (id, bytes)));
+            match parsed {
+                Some((result_id, json)) => return Some(SpooledResult { number, result_id, json }),
+                None => {
+                    tracing::warn!(entry = number, "skipping damaged spool entry");
+                    if let Some(e) = state.entries.remove(&number) {
+                        state.total_bytes -= e.bytes;
+                    }
+                    state.damaged += 1;
+                    let _ = fs::remove_file(self.path(number));
+                }
+            }
+        }
+    }
+
+    /// The broker acknowledged entry `number`: forget it.
+    pub fn remove(&self, number: u64) {
+        let mut state = self.lock();
+        if let Some(e) = state.entries.remove(&number) {
+            state.total_bytes -= e.bytes;
+            if let Err(err) = fs::remove_file(self.path(number)) {
+                tracing::warn!(entry = number, "cannot remove acknowledged spool entry: {err}");
+            }
+        }
+    }
+
+    pub fn stats(&self) -> SpoolStats {
+        let s = self.lock();
+        SpoolStats { depth: s.entries.len(), bytes: s.total_bytes, dropped: s.dropped, damaged: s.damaged }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().entries.is_empty()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// A spool entry is a complete JSON result with a `result_id`; returns it.
+fn parse_entry(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        result_id: String,
+    }
+    serde_json::from_slice::<Head>(bytes).ok().map(|h| h.result_id).filter(|id| !id.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path, max_bytes: u64) -> SpoolConfig {
+        SpoolConfig { dir: dir.to_path_buf(), max_bytes, max_age_hours: 24, fsync: false }
+    }
+
+    fn result(id: &str) -> Vec<u8> {
+        format!(r#"{{"result_id":"{id}","pad":"{}"}}"#, "x".repeat(60)).into_bytes()
+    }
+
+    fn drain(spool: &Spool) -> Vec<String> {
+        let mut ids = Vec::new();
+        let mut at = None;
+        while let Some(r) = spool.next_after(at) {
+            at = Some(r.number);
+            ids.push(r.result_id);
+        }
+        ids
+    }
+
+    #[test]
+    fn entries_survive_a_restart_in_order_until_acknowledged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(&config(dir.path(), 1 << 20)).expect("open");
+        let a = spool.append(&result("a")).expect("append");
+        spool.append(&result("b")).expect("append");
+        spool.remove(a);
+        drop(spool);
+        let spool = Spool::open(&config(dir.path(), 1 << 20)).expect("reopen");
+        spool.append(&result("c")).expect("append");
+        assert_eq!(drain(&spool), ["b", "c"]);
+        assert_eq!(spool.stats().depth, 2);
+    }
+
+    #[test]
+    fn a_full_spool_drops_the_oldest_and_counts_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let one = result("0").len() as u64;
+        let spool = Spool::open(&config(dir.path(), one * 3)).expect("open");
+        for id in ["1", "2", "3", "4", "5"] {
+            spool.append(&result(id)).expect("append");
+        }
+        assert_eq!(drain(&spool), ["3", "4", "5"]);
+        let s = spool.stats();
+        assert_eq!((s.depth, s.dropped), (3, 2));
+        assert!(matches!(spool.append(&vec![b'x'; (one * 4) as usize]), Err(SpoolError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn garbage_and_half_written_entries_are_skipped_and_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(&config(dir.path(), 1 << 20)).expect("open");
+        spool.append(&result("good")).expect("append");
+        drop(spool);
+        std::fs::write(dir.path().join("00000000000000000007.json"), b"\x00\xffgarbage{").expect("write");
+        std::fs::write(dir.path().join("00000000000000000008.json"), b"").expect("write");
+        std::fs::write(dir.path().join("00000000000000000009.json.tmp"), b"{\"result_id\":").expect("write");
+        std::fs::write(dir.path().join("README"), b"not an entry").expect("write");
+        let spool = Spool::open(&config(dir.path(), 1 << 20)).expect("damage never stops the spool");
+        assert_eq!(drain(&spool), ["good"]);
+        assert_eq!(spool.stats().damaged, 3);
+        // New entries are numbered after everything seen, damaged ones included.
+        let n = spool.append(&result("new")).expect("append");
+        assert!(n >= 2);
+        // An entry damaged after indexing is skipped when read.
+        std::fs::write(spool.path(n), b"{").expect("corrupt");
+        assert_eq!(drain(&spool), ["good"]);
+        assert_eq!(spool.stats().damaged, 4);
+    }
+}

@@ -293,15 +293,6 @@ fn inference_loop(mut classifier: Classifier, queue: &FrameQueue<Prepared>, out:
             classification: &classification,
             latency,
         });
-        let top = &labels.classes[classification.top[0]];
-        tracing::info!(
-            seq = item.seq,
-            source = %item.origin.name,
-            top = %top.code,
-            p = format!("{:.3}", classification.probabilities[top.index]),
-            ms = latency.total,
-            "classified"
-        );
         let json = match serde_json::to_vec(&body) {
             Ok(json) => json,
             Err(e) => {
@@ -317,6 +308,17 @@ fn inference_loop(mut classifier: Classifier, queue: &FrameQueue<Prepared>, out:
             tracing::error!(seq = item.seq, "result lost: {e}");
             continue;
         }
+        // Logged once spooled: a logged result is a result that will reach the broker.
+        let top = &labels.classes[classification.top[0]];
+        tracing::info!(
+            seq = item.seq,
+            source = %item.origin.name,
+            top = %top.code,
+            p = format!("{:.3}", classification.probabilities[top.index]),
+            ms = latency.total,
+            result_id = %result_id,
+            "classified"
+        );
         if let (Some(frames), Some(jpeg)) = (out.frames, item.frame_jpeg) {
             // Frames are best effort (QoS 0): never wait for them.
             let _ = frames.try_send(FrameImage { result_id, jpeg });

@@ -68,7 +68,9 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub struct Broker {
     pub port: u16,
     child: Option<Child>,
-    dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
+    /// Extra `mosquitto_sub` arguments every client of this broker needs (TLS, credentials).
+    pub client_args: Vec<String>,
 }
 
 impl Broker {
@@ -77,26 +79,70 @@ impl Broker {
     }
 
     pub fn start_on(port: u16) -> Broker {
+        Self::start_with(port, &format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"), vec![])
+    }
+
+    /// A broker that keeps sessions across a crash: `autosave_interval 1` writes its database
+    /// every second, so a persistent subscriber's subscription survives `kill -9`.
+    pub fn start_persistent() -> Broker {
+        let port = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"))
-            .expect("write conf");
+        // mosquitto started as root drops to its own user, which must be able to save here.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let conf = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\n",
+            dir.path().display()
+        );
+        let mut b = Broker { port, child: None, dir, client_args: vec![] };
+        b.spawn(&conf);
+        b
+    }
+
+    /// A broker with the given configuration (written to a file in its own folder).
+    pub fn start_with(port: u16, conf_text: &str, client_args: Vec<String>) -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = Broker { port, child: None, dir, client_args };
+        b.spawn(conf_text);
+        b
+    }
+
+    fn spawn(&mut self, conf_text: &str) {
+        let conf = self.dir.path().join("mosquitto.conf");
+        std::fs::write(&conf, conf_text).expect("write conf");
+        let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).expect("log");
         let child = Command::new(find_program("mosquitto"))
             .arg("-c")
             .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().expect("clone"))
+            .stderr(log)
             .spawn()
             .expect("start mosquitto");
+        let port = self.port;
         let up = wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
         assert!(up, "mosquitto did not start on port {port}");
-        Broker { port, child: Some(child), dir }
+        self.child = Some(child);
+    }
+
+    /// Starts the broker again on the same port with the same configuration (and database).
+    pub fn restart(&mut self) {
+        let conf = std::fs::read_to_string(self.dir.path().join("mosquitto.conf")).expect("conf");
+        self.spawn(&conf);
+    }
+
+    /// `kill -9`: no clean shutdown, no last save.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-KILL", &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
     }
 
     /// The retained message on `topic`, if any.
     pub fn retained(&self, topic: &str) -> Option<String> {
         let out = Command::new(find_program("mosquitto_sub"))
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-t", topic, "-C", "1", "-W", "2", "--retained-only"])
+            .args(&self.client_args)
             .output()
             .expect("mosquitto_sub");
         let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -133,8 +179,20 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn start(broker: &Broker, topic: &str) -> Subscriber {
+        Self::start_with(broker, topic, &[])
+    }
+
+    /// A subscriber with a persistent session (`-c`): the broker queues its QoS 1 messages while
+    /// it is away, and it reconnects by itself.
+    pub fn start_persistent(broker: &Broker, topic: &str, client_id: &str) -> Subscriber {
+        Self::start_with(broker, topic, &["-c", "-i", client_id])
+    }
+
+    pub fn start_with(broker: &Broker, topic: &str, extra: &[&str]) -> Subscriber {
         let mut child = Command::new(find_program("mosquitto_sub"))
             .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-t", topic, "-F", "%r\t%t\t%p"])
+            .args(&broker.client_args)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -152,6 +210,19 @@ impl Subscriber {
         // Give the subscription a moment to reach the broker.
         std::thread::sleep(Duration::from_millis(300));
         Subscriber { child, messages }
+    }
+
+    /// Distinct `result_id`s received on classification topics, and how many duplicates.
+    pub fn result_ids(&self) -> (std::collections::HashSet<String>, usize) {
+        let mut ids = std::collections::HashSet::new();
+        let mut dups = 0;
+        for m in self.on("/classification") {
+            let v: serde_json::Value = serde_json::from_str(&m.payload).expect("JSON");
+            if !ids.insert(v["result_id"].as_str().expect("result_id").to_string()) {
+                dups += 1;
+            }
+        }
+        (ids, dups)
     }
 
     pub fn on(&self, topic_suffix: &str) -> Vec<Received> {
@@ -214,6 +285,37 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Publishes one message (QoS 1) with mosquitto_pub; returns whether the broker took it.
+pub fn publish(broker: &Broker, topic: &str, payload: &str, extra: &[&str]) -> bool {
+    Command::new(find_program("mosquitto_pub"))
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-t", topic, "-m", payload])
+        .args(&broker.client_args)
+        .args(extra)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The `result_id`s a daemon logged as classified (and therefore spooled).
+pub fn logged_result_ids(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("classified"))
+        .filter_map(|l| l.split("result_id=").nth(1))
+        .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
+        .collect()
+}
+
+/// A folder of links to the first `n` HAM10000 images.
+pub fn image_folder(parent: &Path, name: &str, skip: usize, n: usize) -> PathBuf {
+    let folder = parent.join(name);
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    let all = sample_images(skip + n);
+    for img in &all[skip..] {
+        std::os::unix::fs::symlink(img, folder.join(img.file_name().expect("name"))).expect("symlink");
+    }
+    folder
 }
 
 /// The lesiond binary, run from the repository root (where the configs' relative model paths

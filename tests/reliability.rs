@@ -1,0 +1,206 @@
+//! No result lost: broker outages, daemon restarts during an outage, a damaged spool, commands
+//! and stats — against a real mosquitto.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn lossless_dir(folder: &std::path::Path) -> String {
+    format!(
+        "[source]\nkind = \"directory\"\n\n[source.directory]\npath = \"{}\"\nfps = 0.0\nexit_when_done = true\n",
+        folder.display()
+    )
+}
+
+/// Asserts that every result the daemon(s) logged reached the subscriber; returns
+/// (sent, received, duplicates).
+fn assert_none_lost(logged: &[String], sub: &Subscriber) -> (usize, usize, usize) {
+    let (received, dups) = sub.result_ids();
+    let missing: Vec<&String> = logged.iter().filter(|id| !received.contains(*id)).collect();
+    assert!(missing.is_empty(), "{} of {} results never arrived: {:?}", missing.len(), logged.len(), &missing[..missing.len().min(5)]);
+    (logged.len(), received.len(), dups)
+}
+
+#[test]
+fn broker_killed_mid_stream_loses_no_result() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let folder = image_folder(work.path(), "imgs", 0, 200);
+    let mut broker = Broker::start_persistent();
+    let sub = Subscriber::start_persistent(&broker, "lesiond/#", "outage-sub");
+    std::thread::sleep(Duration::from_millis(1500)); // let the broker save the subscription
+    let config = write_file(work.path(), "c.toml", &config_text("outage", broker.port, &lossless_dir(&folder), work.path()));
+    let mut daemon = Daemon::start(&config, &[], work.path());
+
+    assert!(wait_until(Duration::from_secs(60), || sub.on("/classification").len() >= 20), "{}", daemon.log_text());
+    broker.kill9();
+    std::thread::sleep(Duration::from_secs(4));
+    broker.restart();
+
+    let status = daemon.wait(Duration::from_secs(240)).expect("daemon finishes the batch");
+    let log = daemon.log_text();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("lost the MQTT broker"), "the outage happened while streaming: {log}");
+    let logged = logged_result_ids(&log);
+    assert_eq!(logged.len(), 200, "every frame classified");
+    assert!(wait_until(Duration::from_secs(20), || sub.result_ids().0.len() >= 200));
+    let (sent, received, dups) = assert_none_lost(&logged, &sub);
+    eprintln!("broker outage: sent {sent}, received {received}, duplicates {dups}, lost 0");
+}
+
+#[test]
+fn daemon_killed_and_restarted_during_an_outage_loses_no_result() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let first = image_folder(work.path(), "first", 0, 200);
+    // Runs 1 and 3 replay the 200 images (run 1 is killed part-way), run 2 ten others.
+    let second = image_folder(work.path(), "second", 200, 10);
+    let mut broker = Broker::start_persistent();
+    let sub = Subscriber::start_persistent(&broker, "lesiond/#", "restart-sub");
+    std::thread::sleep(Duration::from_millis(1500));
+    let config = write_file(work.path(), "c.toml", &config_text("restart", broker.port, &lossless_dir(&first), work.path()));
+    let mut daemon = Daemon::start(&config, &[], work.path());
+    assert!(wait_until(Duration::from_secs(60), || sub.on("/classification").len() >= 10), "{}", daemon.log_text());
+
+    // The broker dies; the daemon keeps classifying into the spool, then is killed outright.
+    broker.kill9();
+    std::thread::sleep(Duration::from_secs(3));
+    daemon.signal("-KILL");
+    daemon.wait(Duration::from_secs(5)).expect("killed");
+    let mut logged = logged_result_ids(&daemon.log_text());
+    let spooled = std::fs::read_dir(work.path().join("spool")).expect("spool").count();
+    assert!(spooled > 0, "results made during the outage are in the spool");
+
+    // A second daemon on the same spool, still during the outage, then SIGTERM: it must keep
+    // everything and exit cleanly.
+    let log_dir2 = work.path().join("run2");
+    std::fs::create_dir(&log_dir2).expect("mkdir");
+    let mut daemon2 = Daemon::start(&config, &[("LESIOND_SOURCE__DIRECTORY__PATH", second.to_str().expect("utf8"))], &log_dir2);
+    std::thread::sleep(Duration::from_secs(3));
+    daemon2.signal("-TERM");
+    assert!(daemon2.wait(Duration::from_secs(10)).expect("exits").success(), "{}", daemon2.log_text());
+    logged.extend(logged_result_ids(&daemon2.log_text()));
+
+    // The broker is back; a third run sends the backlog first, then its own batch, and exits
+    // once everything is acknowledged.
+    broker.restart();
+    let log_dir3 = work.path().join("run3");
+    std::fs::create_dir(&log_dir3).expect("mkdir");
+    let mut daemon3 = Daemon::start(&config, &[], &log_dir3);
+    let status = daemon3.wait(Duration::from_secs(120)).expect("third run finishes");
+    assert!(status.success(), "{}", daemon3.log_text());
+    logged.extend(logged_result_ids(&daemon3.log_text()));
+    assert!(logged.len() > 200, "{} results", logged.len());
+    assert_eq!(std::fs::read_dir(work.path().join("spool")).expect("spool").count(), 0, "spool drained");
+    wait_until(Duration::from_secs(20), || logged.iter().all(|id| sub.result_ids().0.contains(id)));
+    let (sent, received, dups) = assert_none_lost(&logged, &sub);
+    eprintln!("daemon killed during outage: sent {sent}, received {received}, duplicates {dups}, lost 0");
+}
+
+#[test]
+fn a_damaged_spool_does_not_stop_the_daemon() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let spool = work.path().join("spool");
+    std::fs::create_dir(&spool).expect("mkdir");
+    std::fs::write(spool.join("00000000000000000001.json"), b"\x00\x01garbage").expect("write");
+    std::fs::write(spool.join("00000000000000000002.json.tmp"), b"{\"result_id\": \"half").expect("write");
+    std::fs::write(spool.join("00000000000000000003.json"), br#"{"result_id":"from-last-run","seq":1}"#).expect("write");
+    let folder = image_folder(work.path(), "imgs", 0, 3);
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker, "lesiond/#");
+    let config = write_file(work.path(), "c.toml", &config_text("damaged", broker.port, &lossless_dir(&folder), work.path()));
+    let mut daemon = Daemon::start(&config, &[], work.path());
+    let status = daemon.wait(Duration::from_secs(60)).expect("finishes");
+    let log = daemon.log_text();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("damaged spool entry") && log.contains("incomplete spool entry"), "{log}");
+    assert!(wait_until(Duration::from_secs(5), || sub.result_ids().0.len() == 4));
+    assert!(sub.result_ids().0.contains("from-last-run"), "the good entry from the last run is sent");
+}
+
+#[test]
+fn commands_pause_capture_resume_status_and_refuse_bad_input() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker, "lesiond/#");
+    let source = "[source]\nkind = \"synthetic\"\n\n[source.synthetic]\nfps = 10.0\nwidth = 320\nheight = 240\n";
+    let text = config_text("cmd", broker.port, source, work.path()).replace("ready_timeout_secs = 2", "ready_timeout_secs = 2\nstats_interval_secs = 1");
+    let config = write_file(work.path(), "c.toml", &text);
+    let mut daemon = Daemon::start(&config, &[], work.path());
+    assert!(wait_until(Duration::from_secs(20), || sub.on("cmd/classification").len() >= 2), "{}", daemon.log_text());
+
+    let reply = |name: &str| -> Option<serde_json::Value> {
+        sub.on(&format!("cmd/reply/{name}")).last().map(|m| serde_json::from_str(&m.payload).expect("JSON reply"))
+    };
+    assert!(publish(&broker, "lesiond/cmd/cmd/pause", r#"{"request_id":"p1"}"#, &[]));
+    assert!(wait_until(Duration::from_secs(5), || reply("pause").is_some()));
+    assert_eq!(reply("pause").expect("reply")["request_id"], "p1");
+    assert_eq!(reply("pause").expect("reply")["ok"], true);
+    // Frames already queued when the command came still finish; then nothing more.
+    let mut paused_at = sub.on("cmd/classification").len();
+    let settled = wait_until(Duration::from_secs(5), || {
+        std::thread::sleep(Duration::from_millis(700));
+        let now = sub.on("cmd/classification").len();
+        std::mem::replace(&mut paused_at, now) == now
+    });
+    assert!(settled, "classifications keep coming after pause");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sub.on("cmd/classification").len(), paused_at, "paused: nothing classified");
+
+    assert!(publish(&broker, "lesiond/cmd/cmd/capture", r#"{"request_id":"c1"}"#, &[]));
+    assert!(wait_until(Duration::from_secs(5), || sub.on("cmd/classification").len() == paused_at + 1));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(sub.on("cmd/classification").len(), paused_at + 1, "capture takes exactly one frame");
+
+    // Bad input changes nothing and gets an error reply.
+    assert!(publish(&broker, "lesiond/cmd/cmd/selfdestruct", r#"{"request_id":"x1"}"#, &[]));
+    assert!(publish(&broker, "lesiond/cmd/cmd/resume", "{not json", &[]));
+    // Another station's command topic is not ours.
+    assert!(publish(&broker, "lesiond/other/cmd/resume", "", &[]));
+    assert!(wait_until(Duration::from_secs(5), || reply("selfdestruct").is_some() && reply("resume").is_some()));
+    assert_eq!(reply("selfdestruct").expect("reply")["ok"], false);
+    assert_eq!(reply("selfdestruct").expect("reply")["request_id"], "x1");
+    assert_eq!(reply("resume").expect("reply")["ok"], false);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(sub.on("cmd/classification").len(), paused_at + 1, "still paused");
+
+    assert!(publish(&broker, "lesiond/cmd/cmd/status", r#"{"request_id":"s1"}"#, &[]));
+    assert!(wait_until(Duration::from_secs(5), || reply("status").is_some()));
+    let status = reply("status").expect("reply");
+    assert_eq!(status["state"]["paused"], true, "{status}");
+    assert_eq!(status["state"]["connected"], true);
+    assert!(status["state"]["frames_classified"].as_u64().is_some_and(|n| n >= 3));
+
+    assert!(publish(&broker, "lesiond/cmd/cmd/resume", "", &[]));
+    assert!(wait_until(Duration::from_secs(5), || sub.on("cmd/classification").len() > paused_at + 2), "resumed");
+
+    assert!(publish(&broker, "lesiond/cmd/cmd/reload", r#"{"request_id":"r1"}"#, &[]));
+    assert!(wait_until(Duration::from_secs(10), || reply("reload").is_some()), "{}", daemon.log_text());
+    assert_eq!(reply("reload").expect("reply")["ok"], true);
+
+    // Retained stats with the counters and percentiles.
+    let stats: serde_json::Value = serde_json::from_str(&broker.retained("lesiond/cmd/stats").expect("retained stats")).expect("JSON");
+    for key in ["frames_captured", "frames_classified", "frames_dropped", "frames_skipped_corrupt", "queue_depth", "uptime_s", "model_id"] {
+        assert!(!stats[key].is_null(), "stats.{key}: {stats}");
+    }
+    assert!(stats["spool"]["depth"].is_u64());
+    assert!(stats["latency_ms"]["inference"]["p95"].as_f64().is_some_and(|p| p > 0.0), "{stats}");
+    daemon.signal("-TERM");
+    assert!(daemon.wait(Duration::from_secs(8)).expect("exits").success());
+}
+
+#[test]
+fn mqtt_v5_works_against_mosquitto() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker, "lesiond/#");
+    let source = "[source]\nkind = \"synthetic\"\n\n[source.synthetic]\nfps = 5.0\n";
+    let config = write_file(work.path(), "c.toml", &config_text("v5", broker.port, source, work.path()));
+    let mut daemon = Daemon::start(&config, &[("LESIOND_MQTT__PROTOCOL", "v5")], work.path());
+    assert!(wait_until(Duration::from_secs(20), || sub.on("v5/classification").len() >= 2), "{}", daemon.log_text());
+    assert!(publish(&broker, "lesiond/v5/cmd/status", "", &[]));
+    assert!(wait_until(Duration::from_secs(5), || !sub.on("v5/reply/status").is_empty()));
+    daemon.signal("-KILL");
+    daemon.wait(Duration::from_secs(5));
+    assert!(wait_until(Duration::from_secs(10), || broker.retained("lesiond/v5/status").as_deref() == Some("offline")), "v5 last will");
+}

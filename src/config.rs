@@ -524,4 +524,59 @@ mod tests {
     fn broken_toml_is_an_error() {
         assert!(load("[station\nid = ", &[]).is_err());
     }
+
+    #[test]
+    fn credentials_need_tls_off_loopback() {
+        let remote = DEMO_TOML.replace("host = \"localhost\"", "host = \"10.1.2.3\"\nusername = \"u\"");
+        assert!(load(&remote, &[]).unwrap_err().to_string().contains("allow_insecure_credentials"));
+        assert!(load(&remote, &[("LESIOND_MQTT__ALLOW_INSECURE_CREDENTIALS", "true")]).is_ok());
+        let local = DEMO_TOML.replace("host = \"localhost\"", "host = \"127.0.0.1\"\nusername = \"u\"");
+        assert!(load(&local, &[("LESIOND_MQTT__PASSWORD", "pw")]).is_ok());
+        // The password is never printed.
+        let c = load(&local, &[("LESIOND_MQTT__PASSWORD", "hunter2")]).expect("loads");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        const KEYS: &[&str] = &[
+            "LESIOND_STATION__ID", "LESIOND_SOURCE__KIND", "LESIOND_SOURCE__DIRECTORY__FPS",
+            "LESIOND_SOURCE__CAMERA__WIDTH", "LESIOND_SOURCE__SYNTHETIC__FPS", "LESIOND_MODEL__THREADS",
+            "LESIOND_MQTT__PORT", "LESIOND_MQTT__HOST", "LESIOND_MQTT__PROTOCOL", "LESIOND_PIPELINE__QUEUE_CAPACITY",
+            "LESIOND_SPOOL__MAX_BYTES", "LESIOND_LOG__LEVEL", "LESIOND_MQTT__TLS__CA_FILE", "LESIOND_NOPE__X",
+        ];
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+            // Arbitrary text as the config file: an error or a config, never a panic.
+            #[test]
+            fn arbitrary_text_never_panics(text in ".{0,400}") {
+                let _ = load(&text, &[]);
+            }
+
+            // The demo config with a line of it replaced by garbage.
+            #[test]
+            fn mutated_demo_config_never_panics(line in 0usize..40, junk in ".{0,60}") {
+                let mut lines: Vec<&str> = DEMO_TOML.lines().collect();
+                let at = line % lines.len();
+                lines[at] = &junk;
+                let _ = load(&lines.join("\n"), &[]);
+            }
+
+            // Arbitrary values for real keys from the environment: an error naming a key, or a
+            // valid config.
+            #[test]
+            fn arbitrary_env_values_never_panic(picks in proptest::collection::vec((0usize..14, ".{0,30}"), 0..5)) {
+                let env: Vec<(String, String)> = picks.iter().map(|(k, v)| (KEYS[*k].to_string(), v.clone())).collect();
+                let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                match load(DEMO_TOML, &refs) {
+                    Ok(c) => prop_assert!(c.pipeline.queue_capacity >= 1 && c.mqtt.port >= 1),
+                    Err(e) => prop_assert!(e.to_string().starts_with("invalid configuration")),
+                }
+            }
+        }
+    }
 }

@@ -146,10 +146,10 @@ fn describe_v311(e: &rumqttc::ConnectionError) -> String {
     use rumqttc::{ConnectReturnCode, ConnectionError};
     match e {
         ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => {
-            "the broker refused the username or password (check mqtt.username and the password)".into()
+            "the broker refused the credentials: wrong username or password (check mqtt.username and the password)".into()
         }
         ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => {
-            "the broker says this client is not authorized (check the credentials and the broker's ACL)".into()
+            "the broker refused the credentials: not authorized (check mqtt.username, the password and the broker's ACL)".into()
         }
         other => describe_tls(other.to_string()),
     }

@@ -53,6 +53,7 @@ fn every_image_gives_exactly_one_well_formed_message_and_corrupt_files_are_skipp
     for m in &results {
         assert!(!m.retained, "classifications are not retained");
         let v: serde_json::Value = serde_json::from_str(&m.payload).expect("JSON payload");
+        assert_schema("classification", &v);
         assert_eq!(v["schema_version"], 1);
         assert_eq!(v["station_id"], "batch");
         assert_eq!(v["source"]["kind"], "directory");

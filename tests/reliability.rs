@@ -167,6 +167,9 @@ fn commands_pause_capture_resume_status_and_refuse_bad_input() {
     assert!(publish(&broker, "lesiond/cmd/cmd/status", r#"{"request_id":"s1"}"#, &[]));
     assert!(wait_until(Duration::from_secs(5), || reply("status").is_some()));
     let status = reply("status").expect("reply");
+    for m in sub.on("").into_iter().filter(|m| m.topic.contains("/reply/")) {
+        assert_schema("reply", &serde_json::from_str(&m.payload).expect("JSON"));
+    }
     assert_eq!(status["state"]["paused"], true, "{status}");
     assert_eq!(status["state"]["connected"], true);
     assert!(status["state"]["frames_classified"].as_u64().is_some_and(|n| n >= 3));
@@ -184,6 +187,7 @@ fn commands_pause_capture_resume_status_and_refuse_bad_input() {
         assert!(!stats[key].is_null(), "stats.{key}: {stats}");
     }
     assert!(stats["spool"]["depth"].is_u64());
+    assert_schema("stats", &stats);
     assert!(stats["latency_ms"]["inference"]["p95"].as_f64().is_some_and(|p| p > 0.0), "{stats}");
     daemon.signal("-TERM");
     assert!(daemon.wait(Duration::from_secs(8)).expect("exits").success());

@@ -318,6 +318,21 @@ pub fn image_folder(parent: &Path, name: &str, skip: usize, n: usize) -> PathBuf
     folder
 }
 
+/// Validates `value` against `docs/schemas/<name>.schema.json`; panics with every error.
+pub fn assert_schema(name: &str, value: &serde_json::Value) {
+    let path = repo().join(format!("docs/schemas/{name}.schema.json"));
+    let mut schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("schema")).expect("JSON");
+    if name == "reply" {
+        // Inline the stats schema the reply refers to (no network, no resolver needed).
+        let stats: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(repo().join("docs/schemas/stats.schema.json")).expect("stats schema")).expect("JSON");
+        schema["properties"]["state"] = stats;
+    }
+    let validator = jsonschema::validator_for(&schema).expect("valid schema");
+    let errors: Vec<String> = validator.iter_errors(value).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "{name} payload does not match its schema: {errors:?}\n{value}");
+}
+
 /// The lesiond binary, run from the repository root (where the configs' relative model paths
 /// point).
 pub fn lesiond() -> Command {

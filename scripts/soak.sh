@@ -23,7 +23,7 @@ done
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 18884)
 PATH="$PATH:/usr/sbin" mosquitto -p "$port" >/dev/null 2>&1 &
 sleep 0.5
-mosquitto_sub -p "$port" -t 'lesiond/soak/classification' -q 1 | wc -l > "$work/received" &
+mosquitto_sub -p "$port" -t 'lesiond/soak/classification' -q 1 -C "$n" > "$work/received" &
 LESIOND_STATION__ID=soak LESIOND_MQTT__PORT="$port" LESIOND_MQTT__STATS_INTERVAL_SECS=10 \
 LESIOND_SOURCE__KIND=directory LESIOND_SOURCE__DIRECTORY__PATH="$work/frames" \
 LESIOND_SOURCE__DIRECTORY__FPS=0 LESIOND_SOURCE__DIRECTORY__EXIT_WHEN_DONE=true \
@@ -43,8 +43,8 @@ done
 wait "$pid" && status=0 || status=$?
 elapsed=$(( $(date +%s) - start ))
 sleep 1
-kill %2 2>/dev/null || true
 echo
+echo "received by a subscriber: $(wc -l < "$work/received") of $n"
 echo "exit status $status, $n frames in ${elapsed}s ($(awk -v n="$n" -v t="$elapsed" 'BEGIN {printf "%.1f", n/t}') frames/s)"
 awk 'NR > 5 { if (min == "" || $2 < min) min = $2; if ($2 > max) max = $2; if (fmin == "" || $3 < fmin) fmin = $3; if ($3 > fmax) fmax = $3; last = $2; n++ }
      NR == 6 { first = $2 }

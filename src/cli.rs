@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::classifier::Classifier;
-use crate::config::{Config, ModelConfig, SourceKind};
+use crate::config::{Config, EngineKind, ModelConfig, SourceKind};
 use crate::engine::RawOutput;
 use crate::preprocess::Preprocessor;
 use crate::source;
@@ -185,6 +185,15 @@ pub fn cameras() -> Result<(), source::SourceError> {
     }
     #[cfg(not(feature = "camera"))]
     Err(source::SourceError::NoCameraSupport)
+}
+
+/// `--engine`: the config's engine names.
+pub fn parse_engine(name: &str) -> Result<EngineKind, String> {
+    match name {
+        "tflite" => Ok(EngineKind::Tflite),
+        "tract" => Ok(EngineKind::Tract),
+        other => Err(format!("unknown engine {other:?}; expected tflite or tract")),
+    }
 }
 
 /// The model section `classify` uses: the embedded default's, with `--model` and friends

@@ -146,7 +146,10 @@ pub struct PreprocessConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
+    /// TensorFlow Lite through tflitec (a `.tflite` model; cargo feature `tflite`).
     Tflite,
+    /// tract, pure Rust (the model's `.onnx` export; cargo feature `tract`).
+    Tract,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -161,6 +164,10 @@ pub struct ModelConfig {
     pub calibration: Option<PathBuf>,
     #[serde(default = "default_threads")]
     pub threads: u32,
+    /// Run the model through TF Lite's XNNPACK delegate (much faster for float32 models, no
+    /// help for int8). Needs a build with the `xnnpack` feature.
+    #[serde(default)]
+    pub xnnpack: bool,
 }
 
 fn default_engine() -> EngineKind {

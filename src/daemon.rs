@@ -55,7 +55,9 @@ impl Wiring {
 }
 
 /// Runs until SIGTERM/SIGINT, or until a finite source is done when `exit_when_done` is set.
-pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<(), DaemonError> {
+/// Returns the run's counters.
+pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>, DaemonError> {
+    let entered = std::time::Instant::now();
     // Signals first, so a SIGTERM during a slow start-up is not lost.
     let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(DaemonError::Signals)?;
 
@@ -85,7 +87,8 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<(), DaemonE
         format!("running; MQTT broker {}:{} unreachable, retrying (results are spooled)", config.mqtt.host, config.mqtt.port)
     };
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
-    tracing::info!(station = %config.station.id, "ready: {status}");
+    stats.set_ready_after(entered.elapsed());
+    tracing::info!(station = %config.station.id, ready_ms = entered.elapsed().as_millis() as u64, "ready: {status}");
 
     // The watchdog is fed only while the inference thread turns over: a stuck engine gets the
     // service restarted by systemd.
@@ -153,7 +156,7 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<(), DaemonE
         publisher.join().await;
     }
     tracing::info!("stopped: {}", stats.summary());
-    Ok(())
+    Ok(stats)
 }
 
 /// Loads and checks the new configuration and its model first; only then swaps the pipeline.

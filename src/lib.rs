@@ -10,6 +10,7 @@
 //! [`daemon`] wires the stages together and owns the process lifecycle; [`cli`] holds the other
 //! subcommands.
 
+pub mod bench;
 pub mod classifier;
 pub mod cli;
 pub mod commands;

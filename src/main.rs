@@ -25,9 +25,13 @@ enum Command {
     },
     /// Classify image files and print the results.
     Classify {
-        /// The .tflite model (default: the embedded configuration's).
+        /// The model file (default: the embedded configuration's): a .tflite for the tflite
+        /// engine, the .onnx export for tract.
         #[arg(long)]
         model: Option<PathBuf>,
+        /// tflite | tract (default: the embedded configuration's, tflite).
+        #[arg(long, value_parser = cli::parse_engine)]
+        engine: Option<lesiond::config::EngineKind>,
         #[arg(long)]
         labels: Option<PathBuf>,
         /// Temperature file (default: the configured one, unless --model is given).
@@ -48,6 +52,34 @@ enum Command {
     },
     /// List the video devices.
     Cameras,
+    /// Measure per-stage latency, throughput, CPU and memory against the bare interpreter
+    /// (needs an MQTT broker; see docs/benchmarks.md).
+    Bench {
+        /// Folder of images (default: $LESIOND_DATA/images or ../shared/data/ham10000/images).
+        #[arg(long)]
+        images: Option<PathBuf>,
+        #[arg(long, default_value_t = 300)]
+        frames: usize,
+        /// Interpreter thread counts to measure, e.g. 1,2.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        threads: Vec<u32>,
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        #[arg(long)]
+        calibration: Option<PathBuf>,
+        /// Use TF Lite's XNNPACK delegate (float models; needs the `xnnpack` feature).
+        #[arg(long)]
+        xnnpack: bool,
+        #[arg(long, default_value = "127.0.0.1")]
+        mqtt_host: String,
+        #[arg(long, default_value_t = 1883)]
+        mqtt_port: u16,
+        /// Print JSON rows instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn origin(path: Option<PathBuf>) -> ConfigOrigin {
@@ -83,7 +115,7 @@ fn run(args: Args) -> Result<ExitCode, ExitCode> {
                     ExitCode::FAILURE
                 })?;
             match runtime.block_on(daemon::run(origin, config)) {
-                Ok(()) => Ok(ExitCode::SUCCESS),
+                Ok(_) => Ok(ExitCode::SUCCESS),
                 Err(e) => {
                     tracing::error!("{e}");
                     eprintln!("lesiond: {e}");
@@ -94,10 +126,13 @@ fn run(args: Args) -> Result<ExitCode, ExitCode> {
                 }
             }
         }
-        Command::Classify { model, labels, calibration, threads, json, images } => {
+        Command::Classify { model, engine, labels, calibration, threads, json, images } => {
             let base = load_config(&ConfigOrigin::Embedded)?;
             logging::init(&base.log, true);
-            let model = cli::model_for_classify(&base.model, model.as_deref(), labels.as_deref(), calibration.as_deref(), threads);
+            let mut model = cli::model_for_classify(&base.model, model.as_deref(), labels.as_deref(), calibration.as_deref(), threads);
+            if let Some(engine) = engine {
+                model.engine = engine;
+            }
             match cli::classify(&model, &images, json) {
                 Ok(0) => Ok(ExitCode::SUCCESS),
                 Ok(n) => {
@@ -118,6 +153,40 @@ fn run(args: Args) -> Result<ExitCode, ExitCode> {
                 Ok(ExitCode::SUCCESS)
             } else {
                 Err(ExitCode::FAILURE)
+            }
+        }
+        Command::Bench { images, frames, threads, model, labels, calibration, xnnpack, mqtt_host, mqtt_port, json } => {
+            let base = load_config(&ConfigOrigin::Embedded)?;
+            logging::init(&lesiond::config::LogConfig { level: "warn".into(), ..base.log.clone() }, true);
+            let mut model = cli::model_for_classify(&base.model, model.as_deref(), labels.as_deref(), calibration.as_deref(), None);
+            model.xnnpack = xnnpack;
+            let images = images.unwrap_or_else(|| {
+                std::env::var_os("LESIOND_DATA")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("../shared/data/ham10000"))
+                    .join("images")
+            });
+            let opts = lesiond::bench::BenchOptions { images, frames, threads, model, mqtt_host, mqtt_port };
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
+                eprintln!("lesiond: cannot start the async runtime: {e}");
+                ExitCode::FAILURE
+            })?;
+            match lesiond::bench::run(&opts, &runtime) {
+                Ok(rows) if json => {
+                    for r in rows {
+                        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(rows) => {
+                    println!("model {} ({:?}{}), {} frames", opts.model.path.display(), opts.model.engine, if opts.model.xnnpack { ", XNNPACK" } else { "" }, opts.frames);
+                    print!("{}", lesiond::bench::table(&rows));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("lesiond: {e}");
+                    Err(ExitCode::FAILURE)
+                }
             }
         }
         Command::Cameras => cli::cameras().map(|()| ExitCode::SUCCESS).map_err(|e| {

@@ -216,15 +216,15 @@ impl Spool {
         }
     }
 
-    /// The broker acknowledged entry `number`: forget it.
-    pub fn remove(&self, number: u64) {
+    /// The broker acknowledged entry `number`: forget it. Returns how long it was spooled.
+    pub fn remove(&self, number: u64) -> Option<Duration> {
         let mut state = self.lock();
-        if let Some(e) = state.entries.remove(&number) {
-            state.total_bytes -= e.bytes;
-            if let Err(err) = fs::remove_file(self.path(number)) {
-                tracing::warn!(entry = number, "cannot remove acknowledged spool entry: {err}");
-            }
+        let e = state.entries.remove(&number)?;
+        state.total_bytes -= e.bytes;
+        if let Err(err) = fs::remove_file(self.path(number)) {
+            tracing::warn!(entry = number, "cannot remove acknowledged spool entry: {err}");
         }
+        Some(SystemTime::now().duration_since(e.created).unwrap_or_default())
     }
 
     pub fn stats(&self) -> SpoolStats {

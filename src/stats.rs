@@ -35,7 +35,11 @@ pub struct Stats {
     /// Frames waiting for the inference thread right now.
     pub queue_depth: AtomicUsize,
     latencies: Mutex<VecDeque<LatencyMs>>,
+    /// Spooled to acknowledged by the broker, ms.
+    publish_latencies: Mutex<VecDeque<f64>>,
     model_id: Mutex<String>,
+    /// From the start of `lesiond run` to READY.
+    ready_after: Mutex<Option<std::time::Duration>>,
 }
 
 impl Default for Stats {
@@ -52,7 +56,9 @@ impl Default for Stats {
             acknowledged: AtomicU64::new(0),
             queue_depth: AtomicUsize::new(0),
             latencies: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
+            publish_latencies: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
             model_id: Mutex::new(String::new()),
+            ready_after: Mutex::new(None),
         }
     }
 }
@@ -72,7 +78,10 @@ pub struct StageLatencies {
     pub queue: Percentiles,
     pub inference: Percentiles,
     pub postprocess: Percentiles,
+    /// Capture to result, the stages above.
     pub total: Percentiles,
+    /// Spooled to acknowledged by the broker (PUBACK).
+    pub publish: Percentiles,
 }
 
 /// A snapshot of the counters, as published on `stats`.
@@ -109,6 +118,22 @@ impl Stats {
         w.push_back(l);
     }
 
+    pub fn record_publish(&self, waited: std::time::Duration) {
+        let mut w = self.publish_latencies.lock().unwrap_or_else(|p| p.into_inner());
+        if w.len() == LATENCY_WINDOW {
+            w.pop_front();
+        }
+        w.push_back(waited.as_secs_f64() * 1e3);
+    }
+
+    pub fn set_ready_after(&self, d: std::time::Duration) {
+        *self.ready_after.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
+    }
+
+    pub fn ready_after(&self) -> Option<std::time::Duration> {
+        *self.ready_after.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn set_model_id(&self, id: &str) {
         *self.model_id.lock().unwrap_or_else(|p| p.into_inner()) = id.to_string();
     }
@@ -124,6 +149,7 @@ impl Stats {
                 inference: stage(|l| l.inference),
                 postprocess: stage(|l| l.postprocess),
                 total: stage(|l| l.total),
+                publish: percentiles(self.publish_latencies.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()),
             }
         };
         Snapshot {

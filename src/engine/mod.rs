@@ -1,8 +1,11 @@
 //! Engines: run the network on one input tensor. The rest of the daemon sees only [`Engine`];
-//! the TF Lite engine (`tflitec`) is the default, others can sit behind the same interface.
+//! the TF Lite engine (`tflitec`, a `.tflite` model) is the default; the tract engine (pure Rust,
+//! the model's `.onnx` export) serves builds without a TF Lite C library (ARM).
 
 #[cfg(feature = "tflite")]
 pub mod tflite;
+#[cfg(feature = "tract")]
+pub mod tract;
 
 use std::path::{Path, PathBuf};
 
@@ -49,9 +52,13 @@ pub fn open(config: &ModelConfig) -> Result<Box<dyn Engine>, EngineError> {
     }
     match config.engine {
         #[cfg(feature = "tflite")]
-        EngineKind::Tflite => Ok(Box::new(tflite::TfliteEngine::load(&config.path, config.threads)?)),
+        EngineKind::Tflite => Ok(Box::new(tflite::TfliteEngine::load(&config.path, config.threads, config.xnnpack)?)),
         #[cfg(not(feature = "tflite"))]
         kind @ EngineKind::Tflite => Err(EngineError::NotBuilt(kind)),
+        #[cfg(feature = "tract")]
+        EngineKind::Tract => Ok(Box::new(tract::TractEngine::load(&config.path)?)),
+        #[cfg(not(feature = "tract"))]
+        kind @ EngineKind::Tract => Err(EngineError::NotBuilt(kind)),
     }
 }
 

@@ -17,19 +17,28 @@ pub struct TfliteEngine {
     classes: usize,
     output_quant: Option<(f32, i32)>,
     threads: u32,
+    xnnpack: bool,
     path: PathBuf,
 }
 
 impl TfliteEngine {
-    pub fn load(path: &Path, threads: u32) -> Result<Self, EngineError> {
+    pub fn load(path: &Path, threads: u32, xnnpack: bool) -> Result<Self, EngineError> {
         let load_err = |reason: String| EngineError::Load { path: path.to_path_buf(), reason };
+        if xnnpack && !cfg!(feature = "xnnpack") {
+            return Err(load_err("model.xnnpack = true needs a build with the `xnnpack` feature".into()));
+        }
         let path_str = path.to_str().ok_or_else(|| load_err("path is not UTF-8".into()))?;
         // tflitec unwraps a few C strings (tensor names); a hostile or broken file must not take
         // the daemon down with it.
         let loaded = std::panic::catch_unwind(|| -> Result<Self, EngineError> {
             let model = Model::new(path_str)
                 .map_err(|e| load_err(format!("{e} (is it a .tflite flatbuffer?)")))?;
-            let options = Options { thread_count: threads as i32, ..Options::default() };
+            #[cfg_attr(not(feature = "xnnpack"), allow(unused_mut))]
+            let mut options = Options { thread_count: threads as i32, ..Options::default() };
+            #[cfg(feature = "xnnpack")]
+            {
+                options.is_xnnpack_enabled = xnnpack;
+            }
             let interpreter = Interpreter::new(&model, Some(options)).map_err(|e| load_err(e.to_string()))?;
             interpreter.allocate_tensors().map_err(|e| load_err(e.to_string()))?;
             let unsupported = |what: &str, e: tflitec::Error| {
@@ -62,6 +71,7 @@ impl TfliteEngine {
                 classes,
                 output_quant,
                 threads,
+                xnnpack,
                 path: path.to_path_buf(),
             })
         });
@@ -101,12 +111,13 @@ impl Engine for TfliteEngine {
             InputType::F32 => "float32",
         };
         format!(
-            "tflite {} (input 1x{}x{}x3 {dtype}, {} classes, {} threads)",
+            "tflite {} (input 1x{}x{}x3 {dtype}, {} classes, {} threads{})",
             self.path.display(),
             self.spec.height,
             self.spec.width,
             self.classes,
-            self.threads
+            self.threads,
+            if self.xnnpack { ", XNNPACK" } else { "" }
         )
     }
 }

@@ -285,7 +285,9 @@ impl Publisher {
             }
             Ok(LinkEvent::PubAck(pkid)) => {
                 if let Some(Message { kind: MessageKind::Result { number }, .. }) = self.outbox.on_puback(pkid) {
-                    self.shared.spool.remove(number);
+                    if let Some(waited) = self.shared.spool.remove(number) {
+                        self.shared.stats.record_publish(waited);
+                    }
                     Stats::inc(&self.shared.stats.acknowledged);
                 }
                 None

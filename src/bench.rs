@@ -1,0 +1,263 @@
+//! `lesiond bench`: where a frame's time goes, measured against the bare interpreter.
+//!
+//! For each thread count it measures, in one process, with the same library and model:
+//! 1. the bare engine: `invoke` alone on a preprocessed frame (the physical limit);
+//! 2. the real daemon (`daemon::run`) on a lossless directory replay of real images, publishing
+//!    to a real broker, until every result is acknowledged: per-stage latency percentiles,
+//!    end-to-end frames/s, CPU time per frame, peak and steady RSS, start-up to ready.
+//!
+//! Numbers are printed, not asserted: see docs/benchmarks.md for the method and the figures.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::{Config, ConfigOrigin, ModelConfig};
+use crate::engine::{self};
+use crate::preprocess::Preprocessor;
+use crate::source::{decode, directory};
+use crate::stats::{percentiles, Percentiles, StageLatencies};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("bench: {0}")]
+    Setup(String),
+    #[error(transparent)]
+    Engine(#[from] engine::EngineError),
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::DaemonError),
+}
+
+pub struct BenchOptions {
+    pub images: PathBuf,
+    pub frames: usize,
+    pub threads: Vec<u32>,
+    pub model: ModelConfig,
+    pub mqtt_host: String,
+    pub mqtt_port: u16,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    pub threads: u32,
+    pub frames: usize,
+    /// The bare engine: invoke only.
+    pub bare_invoke_ms: Percentiles,
+    pub bare_cpu_ms_per_invoke: f64,
+    pub bare_fps: f64,
+    /// The daemon, per stage (publish = spooled to PUBACK).
+    pub stages_ms: StageLatencies,
+    pub fps: f64,
+    /// End-to-end throughput over the bare engine's (1 / invoke p50).
+    pub fps_over_bare: f64,
+    pub cpu_ms_per_frame: f64,
+    /// Share of a frame's CPU time spent outside invoke.
+    pub non_invoke_cpu_share: f64,
+    pub peak_rss_mb: f64,
+    pub steady_rss_mb: f64,
+    pub ready_ms: f64,
+}
+
+/// CPU time (user + system) of this process so far.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills the struct we pass; RUSAGE_SELF is always valid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// A field of /proc/self/status in MB (VmRSS, VmHWM).
+fn proc_status_mb(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Resets VmHWM so each run reports its own peak.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// A folder of links to the first `n` images of `images`.
+fn frame_folder(images: &Path, n: usize) -> Result<PathBuf, BenchError> {
+    let files = directory::list_images(images).map_err(|e| BenchError::Setup(e.to_string()))?;
+    if files.len() < n {
+        return Err(BenchError::Setup(format!("{} has {} images; {n} needed", images.display(), files.len())));
+    }
+    let dir = std::env::temp_dir().join(format!("lesiond-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("frames")).map_err(|e| BenchError::Setup(e.to_string()))?;
+    for f in &files[..n] {
+        let target = std::fs::canonicalize(f).map_err(|e| BenchError::Setup(e.to_string()))?;
+        let name = f.file_name().ok_or_else(|| BenchError::Setup("bad file name".into()))?;
+        std::os::unix::fs::symlink(target, dir.join("frames").join(name)).map_err(|e| BenchError::Setup(e.to_string()))?;
+    }
+    Ok(dir)
+}
+
+/// The bare engine: invoke alone, on one real preprocessed frame.
+fn bare_invoke(model: &ModelConfig, first_image: &Path, invokes: usize) -> Result<(Percentiles, f64), BenchError> {
+    let mut engine = engine::open(model)?;
+    let bytes = std::fs::read(first_image).map_err(|e| BenchError::Setup(e.to_string()))?;
+    let image = decode::decode_image(&bytes).map_err(|e| BenchError::Setup(e.to_string()))?;
+    let input = Preprocessor::new(engine.input_spec(), false).run(&image);
+    for _ in 0..5 {
+        engine.infer(&input)?;
+    }
+    let mut times = Vec::with_capacity(invokes);
+    let cpu0 = cpu_time();
+    for _ in 0..invokes {
+        let t = Instant::now();
+        engine.infer(&input)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let cpu = (cpu_time() - cpu0).as_secs_f64() * 1e3 / invokes as f64;
+    Ok((percentiles(times), cpu))
+}
+
+fn daemon_config(opts: &BenchOptions, threads: u32, dir: &Path) -> Result<Config, BenchError> {
+    let m = &opts.model;
+    let text = format!(
+        r#"
+[station]
+id = "bench"
+[source]
+kind = "directory"
+[source.directory]
+path = "{frames}"
+fps = 0.0
+exit_when_done = true
+[model]
+engine = "{engine}"
+path = "{model}"
+labels = "{labels}"
+{calibration}
+threads = {threads}
+xnnpack = {xnnpack}
+[pipeline]
+queue_capacity = 2
+[mqtt]
+host = "{host}"
+port = {port}
+stats_interval_secs = 0
+ready_timeout_secs = 5
+[spool]
+dir = "{spool}"
+fsync = false
+[log]
+level = "warn"
+"#,
+        frames = dir.join("frames").display(),
+        engine = format!("{:?}", m.engine).to_lowercase(),
+        model = m.path.display(),
+        labels = m.labels.display(),
+        calibration = m.calibration.as_ref().map(|c| format!("calibration = \"{}\"", c.display())).unwrap_or_default(),
+        xnnpack = m.xnnpack,
+        host = opts.mqtt_host,
+        port = opts.mqtt_port,
+        spool = dir.join("spool").display(),
+    );
+    Config::from_toml_and_env(&text, &ConfigOrigin::Embedded, std::iter::empty()).map_err(|e| BenchError::Setup(e.to_string()))
+}
+
+/// Runs the bench for every thread count.
+pub fn run(opts: &BenchOptions, runtime: &tokio::runtime::Runtime) -> Result<Vec<BenchRow>, BenchError> {
+    let dir = frame_folder(&opts.images, opts.frames)?;
+    let first = directory::list_images(&dir.join("frames")).map_err(|e| BenchError::Setup(e.to_string()))?;
+    let first = first.first().ok_or_else(|| BenchError::Setup("no frames".into()))?.clone();
+    let mut rows = Vec::new();
+    for &threads in &opts.threads {
+        let model = ModelConfig { threads, ..opts.model.clone() };
+        let (bare, bare_cpu) = bare_invoke(&model, &first, opts.frames.min(200))?;
+
+        let config = daemon_config(opts, threads, &dir)?;
+        let _ = std::fs::remove_dir_all(dir.join("spool"));
+        // Sample RSS while the daemon runs; the steady figure is the median of the second half.
+        let sampling = Arc::new(AtomicBool::new(true));
+        let sampler = {
+            let sampling = sampling.clone();
+            std::thread::spawn(move || {
+                let mut samples = Vec::new();
+                while sampling.load(Ordering::Relaxed) {
+                    samples.push(proc_status_mb("VmRSS:"));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                samples
+            })
+        };
+        reset_peak_rss();
+        let cpu0 = cpu_time();
+        let started = Instant::now();
+        let stats = runtime.block_on(crate::daemon::run(ConfigOrigin::Embedded, config))?;
+        let wall = started.elapsed();
+        let cpu = cpu_time() - cpu0;
+        sampling.store(false, Ordering::Relaxed);
+        let samples = sampler.join().unwrap_or_default();
+        let steady = {
+            let mut half: Vec<f64> = samples[samples.len() / 2..].to_vec();
+            half.sort_by(f64::total_cmp);
+            half.get(half.len() / 2).copied().unwrap_or(0.0)
+        };
+        let snapshot = stats.snapshot();
+        let frames = snapshot.frames_classified as usize;
+        let ready_ms = stats.ready_after().map_or(0.0, |d| d.as_secs_f64() * 1e3);
+        // Throughput over the processing time: from ready to the last acknowledgement.
+        let busy = wall.saturating_sub(Duration::from_secs_f64(ready_ms / 1e3)).as_secs_f64();
+        let fps = frames as f64 / busy;
+        let bare_fps = 1e3 / bare.p50;
+        let cpu_ms_per_frame = cpu.as_secs_f64() * 1e3 / frames.max(1) as f64;
+        rows.push(BenchRow {
+            threads,
+            frames,
+            bare_invoke_ms: bare,
+            bare_cpu_ms_per_invoke: bare_cpu,
+            bare_fps,
+            stages_ms: snapshot.latency_ms,
+            fps,
+            fps_over_bare: fps / bare_fps,
+            cpu_ms_per_frame,
+            non_invoke_cpu_share: (1.0 - bare_cpu / cpu_ms_per_frame).max(0.0),
+            peak_rss_mb: proc_status_mb("VmHWM:"),
+            steady_rss_mb: steady,
+            ready_ms,
+        });
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(rows)
+}
+
+/// The table `lesiond bench` prints.
+pub fn table(rows: &[BenchRow]) -> String {
+    let mut out = String::new();
+    let p = |x: Percentiles| format!("{:.2}/{:.2}", x.p50, x.p95);
+    out.push_str("threads | bare invoke p50/p95 ms | decode | preprocess | queue | inference | postprocess | publish | e2e fps | bare fps | e2e/bare | CPU ms/frame | non-invoke CPU | peak RSS MB | steady RSS MB | ready ms\n");
+    out.push_str("---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---\n");
+    for r in rows {
+        let s = &r.stages_ms;
+        out.push_str(&format!(
+            "{} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.3} | {:.2} | {:.1}% | {:.1} | {:.1} | {:.0}\n",
+            r.threads,
+            p(r.bare_invoke_ms),
+            p(s.decode),
+            p(s.preprocess),
+            p(s.queue),
+            p(s.inference),
+            p(s.postprocess),
+            p(s.publish),
+            r.fps,
+            r.bare_fps,
+            r.fps_over_bare,
+            r.cpu_ms_per_frame,
+            r.non_invoke_cpu_share * 100.0,
+            r.peak_rss_mb,
+            r.steady_rss_mb,
+            r.ready_ms,
+        ));
+    }
+    out
+}

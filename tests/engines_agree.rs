@@ -1,0 +1,112 @@
+//! The two engines agree: tract running the ONNX export against TF Lite running the same float
+//! weights (and, more loosely, the int8 model the daemon ships by default), on real HAM10000
+//! images through the daemon's own decode and preprocessing. Needs both engines built in:
+//! `cargo test --features tract --test engines_agree` (`.ci/run` does).
+#![cfg(all(feature = "tract", feature = "tflite"))]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use lesiond::classifier::Classifier;
+use lesiond::config::{Config, ConfigOrigin, EngineKind, ModelConfig, DEMO_TOML};
+use lesiond::preprocess::Preprocessor;
+
+/// Same float weights, two runtimes: only float rounding differs.
+const FLOAT_TOLERANCE: f32 = 1e-3;
+/// tract (float) against the int8 model the daemon ships: quantization moves probabilities
+/// (by up to ~0.3 on an undertrained model) and can swap near-ties, so the bar there is only that
+/// most top classes agree: it catches an int8 file that is not the same network.
+const INT8_MIN_TOP1_AGREEMENT: f64 = 2.0 / 3.0;
+const IMAGES: usize = 24;
+
+fn model(engine: EngineKind, file: &str) -> ModelConfig {
+    // The embedded demo config's model section, so that fields added later keep their defaults.
+    let base = Config::from_toml_and_env(DEMO_TOML, &ConfigOrigin::Embedded, Vec::new()).expect("demo config");
+    let m = repo().join("models");
+    ModelConfig {
+        engine,
+        path: m.join(file),
+        labels: m.join("labels.json"),
+        calibration: Some(m.join("calibration.json")),
+        ..base.model
+    }
+}
+
+/// `IMAGES` images spread over the whole data set (by name), not just its first files.
+fn spread_images() -> Vec<PathBuf> {
+    let all = sample_images(10_000.min(std::fs::read_dir(data_dir().join("images")).expect("images").count()));
+    let step = (all.len() / IMAGES).max(1);
+    all.into_iter().step_by(step).take(IMAGES).collect()
+}
+
+/// Probabilities (calibrated softmax) of every image.
+fn probabilities(config: &ModelConfig, images: &[PathBuf]) -> Vec<Vec<f32>> {
+    let mut classifier = Classifier::load(config).unwrap_or_else(|e| panic!("{}: {e}", config.path.display()));
+    let mut pre = Preprocessor::new(classifier.input_spec(), false);
+    images
+        .iter()
+        .map(|p: &PathBuf| {
+            let bytes = std::fs::read(p).expect("read image");
+            let image = lesiond::source::decode::decode_image(&bytes).expect("decode");
+            let (c, _, _) = classifier.classify(&pre.run(&image)).expect("classify");
+            c.probabilities
+        })
+        .collect()
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold(0, |best, (i, &p)| if p > v[best] { i } else { best })
+}
+
+/// (images with the same top class, largest absolute probability difference).
+fn compare(a: &[Vec<f32>], b: &[Vec<f32>]) -> (usize, f32) {
+    let same = a.iter().zip(b).filter(|(x, y)| argmax(x) == argmax(y)).count();
+    let max = a.iter().zip(b).flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs())).fold(0.0, f32::max);
+    (same, max)
+}
+
+#[test]
+fn tract_onnx_matches_tflite_float_and_int8() {
+    let images = spread_images();
+    assert_eq!(images.len(), IMAGES);
+    let tract = probabilities(&model(EngineKind::Tract, "lesion_mnv2_float.onnx"), &images);
+    let float = probabilities(&model(EngineKind::Tflite, "lesion_mnv2_float.tflite"), &images);
+    let int8 = probabilities(&model(EngineKind::Tflite, "lesion_mnv2_int8.tflite"), &images);
+
+    let (same, max) = compare(&tract, &float);
+    println!("tract(onnx) vs tflite(float): top class {same}/{IMAGES}, max |dp| {max:.2e} (tolerance {FLOAT_TOLERANCE:.0e})");
+    assert_eq!(same, IMAGES, "top classes differ between tract and TF Lite on the same float weights");
+    assert!(max <= FLOAT_TOLERANCE, "probabilities differ by {max} > {FLOAT_TOLERANCE}");
+
+    let (same, max) = compare(&tract, &int8);
+    println!("tract(onnx) vs tflite(int8): top class {same}/{IMAGES}, max |dp| {max:.3} (informative)");
+    assert!(same as f64 >= INT8_MIN_TOP1_AGREEMENT * IMAGES as f64, "only {same}/{IMAGES} top classes agree with the int8 model");
+}
+
+#[test]
+fn tract_refuses_a_tflite_file_with_a_clear_error() {
+    let config = model(EngineKind::Tract, "lesion_mnv2_int8.tflite");
+    let e = Classifier::load(&config).err().expect("a .tflite is not an ONNX model").to_string();
+    assert!(e.contains("ONNX") && e.contains(Path::new("lesion_mnv2_int8.tflite").to_str().unwrap_or_default()), "{e}");
+}
+
+#[test]
+fn tract_rejects_a_non_onnx_file_and_a_wrong_input_tensor() {
+    use lesiond::engine::tract::TractEngine;
+    use lesiond::engine::Engine;
+    use lesiond::preprocess::{InputTensor, InputType};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("model.onnx");
+    std::fs::write(&garbage, b"\x1c\x00\x00\x00TFL3 not a protobuf").expect("write");
+    let e = TractEngine::load(&garbage).err().expect("must fail").to_string();
+    assert!(e.contains("ONNX"), "{e}");
+
+    let mut engine = TractEngine::load(&repo().join("models/lesion_mnv2_float.onnx")).expect("the shipped ONNX model loads");
+    assert_eq!(engine.num_classes(), 7);
+    assert!(matches!(engine.input_spec().dtype, InputType::F32));
+    assert!(engine.describe().starts_with("tract "), "{}", engine.describe());
+    assert!(engine.infer(&InputTensor::U8(vec![0; 10])).is_err());
+    assert!(engine.infer(&InputTensor::F32(vec![0.0; 10])).is_err());
+}

@@ -9,7 +9,8 @@ frames=${1:-300}
 images=${LESIOND_DATA:-../shared/data/ham10000}/images
 source scripts/deps.sh
 lesiond_deps
-cargo build --release --locked --features xnnpack -q
+cargo build --release --locked --features xnnpack,ort -q
+ort_lib=$(bash scripts/onnxruntime.sh)
 if [ ! -x .venv-bench/bin/python ]; then
   python3 -m venv .venv-bench
   .venv-bench/bin/pip install -q -r bench/requirements.txt
@@ -27,6 +28,9 @@ for t in 1 2; do
   ./target/release/lesiond bench --json --frames "$frames" --threads "$t" --images "$images" --mqtt-port "$port" \
     --model models/lesion_mnv2_float.tflite --calibration models/calibration.json --xnnpack \
     | sed 's/^/lesiond-float-xnnpack\t/' | tee -a "$out"
+  ORT_DYLIB_PATH=$ort_lib ./target/release/lesiond bench --json --frames "$frames" --threads "$t" --images "$images" --mqtt-port "$port" \
+    --engine ort --model models/lesion_mnv2_int8_qdq.onnx --calibration models/calibration.json \
+    | sed 's/^/lesiond-ort-int8\t/' | tee -a "$out"
   .venv-bench/bin/python bench/peer.py --frames "$frames" --threads "$t" --images "$images" --mqtt-port "$port" \
     | sed 's/^/peer-litert-int8\t/' | tee -a "$out"
 done

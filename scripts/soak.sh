@@ -24,6 +24,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 PATH="$PATH:/usr/sbin" mosquitto -p "$port" >/dev/null 2>&1 &
 sleep 0.5
 mosquitto_sub -p "$port" -t 'lesiond/soak/classification' -q 1 -C "$n" > "$work/received" &
+mosquitto_sub -p "$port" -t 'lesiond/soak/stats' -q 1 > "$work/stats" &
 LESIOND_STATION__ID=soak LESIOND_MQTT__PORT="$port" LESIOND_MQTT__STATS_INTERVAL_SECS=10 \
 LESIOND_SOURCE__KIND=directory LESIOND_SOURCE__DIRECTORY__PATH="$work/frames" \
 LESIOND_SOURCE__DIRECTORY__FPS=0 LESIOND_SOURCE__DIRECTORY__EXIT_WHEN_DONE=true \
@@ -49,4 +50,5 @@ echo "exit status $status, $n frames in ${elapsed}s ($(awk -v n="$n" -v t="$elap
 awk 'NR > 5 { if (min == "" || $2 < min) min = $2; if ($2 > max) max = $2; if (fmin == "" || $3 < fmin) fmin = $3; if ($3 > fmax) fmax = $3; last = $2; n++ }
      NR == 6 { first = $2 }
      END { printf "after warm-up (%d samples): RSS first %d KiB, min %d, max %d, last %d; open fds min %d, max %d\n", n, first, min, max, last, fmin, fmax }' "$samples"
+echo "last stats message: $(tail -1 "$work/stats")"
 grep -E "WARN|ERROR" "$work/daemon.log" | head -5 || true

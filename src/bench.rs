@@ -139,6 +139,7 @@ labels = "{labels}"
 {calibration}
 threads = {threads}
 xnnpack = {xnnpack}
+{onnxruntime}
 [pipeline]
 queue_capacity = 2
 [mqtt]
@@ -158,6 +159,11 @@ level = "warn"
         labels = m.labels.display(),
         calibration = m.calibration.as_ref().map(|c| format!("calibration = \"{}\"", c.display())).unwrap_or_default(),
         xnnpack = m.xnnpack,
+        onnxruntime = m
+            .onnxruntime_library
+            .as_ref()
+            .map(|p| format!("onnxruntime_library = \"{}\"", p.display()))
+            .unwrap_or_default(),
         host = opts.mqtt_host,
         port = opts.mqtt_port,
         spool = dir.join("spool").display(),

@@ -192,7 +192,8 @@ pub fn parse_engine(name: &str) -> Result<EngineKind, String> {
     match name {
         "tflite" => Ok(EngineKind::Tflite),
         "tract" => Ok(EngineKind::Tract),
-        other => Err(format!("unknown engine {other:?}; expected tflite or tract")),
+        "ort" => Ok(EngineKind::Ort),
+        other => Err(format!("unknown engine {other:?}; expected tflite, tract or ort")),
     }
 }
 

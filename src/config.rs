@@ -150,6 +150,9 @@ pub enum EngineKind {
     Tflite,
     /// tract, pure Rust (the model's `.onnx` export; cargo feature `tract`).
     Tract,
+    /// ONNX Runtime, loaded at run time (the `.onnx` exports, e.g. the int8 QDQ one; cargo
+    /// feature `ort`). The fastest engine on x86_64 hosts.
+    Ort,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -168,6 +171,10 @@ pub struct ModelConfig {
     /// help for int8). Needs a build with the `xnnpack` feature.
     #[serde(default)]
     pub xnnpack: bool,
+    /// `libonnxruntime.so` for the `ort` engine; default `$ORT_DYLIB_PATH`, else the file next
+    /// to the executable (scripts/onnxruntime.sh puts one there).
+    #[serde(default)]
+    pub onnxruntime_library: Option<PathBuf>,
 }
 
 fn default_engine() -> EngineKind {

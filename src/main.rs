@@ -72,6 +72,9 @@ enum Command {
         /// Use TF Lite's XNNPACK delegate (float models; needs the `xnnpack` feature).
         #[arg(long)]
         xnnpack: bool,
+        /// The engine for --model (default: the embedded config's, tflite).
+        #[arg(long, value_parser = cli::parse_engine)]
+        engine: Option<lesiond::config::EngineKind>,
         #[arg(long, default_value = "127.0.0.1")]
         mqtt_host: String,
         #[arg(long, default_value_t = 1883)]
@@ -155,11 +158,14 @@ fn run(args: Args) -> Result<ExitCode, ExitCode> {
                 Err(ExitCode::FAILURE)
             }
         }
-        Command::Bench { images, frames, threads, model, labels, calibration, xnnpack, mqtt_host, mqtt_port, json } => {
+        Command::Bench { images, frames, threads, model, labels, calibration, xnnpack, engine, mqtt_host, mqtt_port, json } => {
             let base = load_config(&ConfigOrigin::Embedded)?;
             logging::init(&lesiond::config::LogConfig { level: "warn".into(), ..base.log.clone() }, true);
             let mut model = cli::model_for_classify(&base.model, model.as_deref(), labels.as_deref(), calibration.as_deref(), None);
             model.xnnpack = xnnpack;
+            if let Some(engine) = engine {
+                model.engine = engine;
+            }
             let images = images.unwrap_or_else(|| {
                 std::env::var_os("LESIOND_DATA")
                     .map(PathBuf::from)

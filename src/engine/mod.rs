@@ -1,11 +1,14 @@
 //! Engines: run the network on one input tensor. The rest of the daemon sees only [`Engine`];
 //! the TF Lite engine (`tflitec`, a `.tflite` model) is the default; the tract engine (pure Rust,
-//! the model's `.onnx` export) serves builds without a TF Lite C library (ARM).
+//! the model's `.onnx` export) serves builds without a TF Lite C library (ARM); the ort engine
+//! (ONNX Runtime, loaded at run time) is the fast one on x86_64 hosts.
 
 #[cfg(feature = "tflite")]
 pub mod tflite;
 #[cfg(feature = "tract")]
 pub mod tract;
+#[cfg(feature = "ort")]
+pub mod ort;
 
 use std::path::{Path, PathBuf};
 
@@ -59,6 +62,10 @@ pub fn open(config: &ModelConfig) -> Result<Box<dyn Engine>, EngineError> {
         EngineKind::Tract => Ok(Box::new(tract::TractEngine::load(&config.path)?)),
         #[cfg(not(feature = "tract"))]
         kind @ EngineKind::Tract => Err(EngineError::NotBuilt(kind)),
+        #[cfg(feature = "ort")]
+        EngineKind::Ort => Ok(Box::new(ort::OrtEngine::load(&config.path, config.threads, config.onnxruntime_library.as_deref())?)),
+        #[cfg(not(feature = "ort"))]
+        kind @ EngineKind::Ort => Err(EngineError::NotBuilt(kind)),
     }
 }
 

@@ -264,8 +264,14 @@ def cmd_golden(a):
     make_golden(a)
 
 
+def cmd_onnx_int8(a):
+    from .onnx_int8 import run
+    run(a)
+
+
 def cmd_all(a):
-    steps = [cmd_setup, cmd_split, cmd_train, cmd_calibrate, cmd_export, cmd_check, cmd_evaluate, cmd_golden]
+    steps = [cmd_setup, cmd_split, cmd_train, cmd_calibrate, cmd_export, cmd_check, cmd_evaluate, cmd_onnx_int8,
+             cmd_golden]
     for st in steps:
         log(f"=== {st.__name__[4:]}")
         st(a)
@@ -274,7 +280,7 @@ def cmd_all(a):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m lesion_training")
     p.add_argument("cmd", choices=["setup", "split", "train", "calibrate", "export", "check", "evaluate",
-                                   "golden", "placeholder", "all"])
+                                   "golden", "placeholder", "onnx-int8", "all"])
     p.add_argument("--data", help="HAM10000 root (default $LESIOND_DATA or ../shared/data/ham10000)")
     p.add_argument("--preset", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--threads", type=int, default=2)
@@ -292,4 +298,4 @@ def main(argv=None):
                    "(default $LESIOND_TFLITE26_LIB, /tmp/tfl26, or the tflitec crate's zip)")
     a = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    globals()[f"cmd_{a.cmd}"](a)
+    globals()[f"cmd_{a.cmd.replace('-', '_')}"](a)

@@ -13,6 +13,32 @@ def _row(name, r):
             f"{r['ece_before']:.3f} | {r['ece_after']:.3f} | " + " | ".join(f"{rec[c]:.2f}" for c in CLASSES) + " |")
 
 
+def onnx_int8_section(head: str) -> str:
+    """The int8 QDQ ONNX export (`python -m lesion_training onnx-int8`), if it has been made."""
+    path = MODELS / "metrics_onnx_int8.json"
+    if not path.exists():
+        return ""
+    q = json.loads(path.read_text())
+    t = q["test"]
+    return f"""
+## int8 ONNX for the `ort` engine
+
+`{q['model']}`: the float ONNX export quantized by onnxruntime ({q['quantization']}; float32 input and
+logits at its borders). Not the shipped default (that is the int8 TF Lite above); the daemon's `ort` engine
+runs it on hosts where ONNX Runtime is much faster than TF Lite 2.6 (`docs/benchmarks.md`). Made by
+`python -m lesion_training onnx-int8`; measured in {q['runtime']}, same temperature, figures in
+`metrics_onnx_int8.json`.
+
+**test split** (n = {t['int8_qdq']['n']} images)
+
+{head}
+{_row("float (ONNX)", t["float"])}
+{_row("int8 QDQ (ONNX Runtime)", t["int8_qdq"])}
+
+int8 QDQ / float top-1 agreement: {t['int8_float_top1_agreement']:.3f}
+"""
+
+
 def write_card(extra: dict) -> None:
     m = json.loads((MODELS / "metrics.json").read_text())
     cal = json.loads((MODELS / "calibration.json").read_text())
@@ -24,13 +50,15 @@ def write_card(extra: dict) -> None:
             tables.append(f"**{part} split** (n = {m[part]['int8']['n']} images)\n\n{head}\n"
                           + _row("float (ONNX)", m[part]["float"]) + "\n" + _row("int8 (TF Lite 2.6)", m[part]["int8"])
                           + f"\n\nint8 / float top-1 agreement: {m[part]['int8_float_top1_agreement']:.3f}\n")
+    onnx_int8 = onnx_int8_section(head)
     cm = m["test"]["int8"]["confusion_matrix"]
     cm_md = "| true \\ pred | " + " | ".join(CLASSES) + " |\n|" + "---|" * (len(CLASSES) + 1) + "\n" + "\n".join(
         f"| **{c}** | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(CLASSES, cm))
     text = f"""# lesiond skin-lesion classifier: MobileNetV2, int8 TF Lite
 
 Files: `{INT8_NAME}` (shipped, full-integer int8), `lesion_mnv2_float.tflite` and `lesion_mnv2_float.onnx`
-(the same network in float32), `labels.json`, `calibration.json`, `metrics.json`, `confusion_int8.png`.
+(the same network in float32), `lesion_mnv2_int8_qdq.onnx` (int8 ONNX for the `ort` engine), `labels.json`,
+`calibration.json`, `metrics.json`, `metrics_onnx_int8.json`, `confusion_int8.png`.
 All of them are produced by `training/` (see `docs/training.md`).
 
 ## Interface
@@ -72,7 +100,7 @@ Test confusion matrix, int8 (rows: true class, columns: predicted; `confusion_in
 {cm_md}
 
 {extra.get('targets', '')}
-
+{onnx_int8}
 ## Intended use
 
 Decision support for clinicians at a clinic station: ranking the 7 HAM10000 diagnostic categories for a
@@ -101,6 +129,7 @@ From `training/` with the venv of `training/requirements.txt` and HAM10000 at `.
 ```
 python -m lesion_training all --preset cpu     # CPU, 2 cores, ~{extra.get('cpu_minutes', '45')} min: this model
 python -m lesion_training all --preset gpu     # CUDA box: full fine-tune (not run for this release)
+python -m lesion_training onnx-int8            # only the int8 ONNX (part of `all`): onnxruntime, numpy, pillow
 ```
 """
     (MODELS / "README.md").write_text(text)

@@ -6,12 +6,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use common::engines::{compare, model, probabilities, spread_images};
 use common::*;
 use lesiond::classifier::Classifier;
-use lesiond::config::{Config, ConfigOrigin, EngineKind, ModelConfig, DEMO_TOML};
-use lesiond::preprocess::Preprocessor;
+use lesiond::config::EngineKind;
 
 /// Same float weights, two runtimes: only float rounding differs.
 const FLOAT_TOLERANCE: f32 = 1e-3;
@@ -21,55 +21,9 @@ const FLOAT_TOLERANCE: f32 = 1e-3;
 const INT8_MIN_TOP1_AGREEMENT: f64 = 2.0 / 3.0;
 const IMAGES: usize = 24;
 
-fn model(engine: EngineKind, file: &str) -> ModelConfig {
-    // The embedded demo config's model section, so that fields added later keep their defaults.
-    let base = Config::from_toml_and_env(DEMO_TOML, &ConfigOrigin::Embedded, Vec::new()).expect("demo config");
-    let m = repo().join("models");
-    ModelConfig {
-        engine,
-        path: m.join(file),
-        labels: m.join("labels.json"),
-        calibration: Some(m.join("calibration.json")),
-        ..base.model
-    }
-}
-
-/// `IMAGES` images spread over the whole data set (by name), not just its first files.
-fn spread_images() -> Vec<PathBuf> {
-    let all = sample_images(10_000.min(std::fs::read_dir(data_dir().join("images")).expect("images").count()));
-    let step = (all.len() / IMAGES).max(1);
-    all.into_iter().step_by(step).take(IMAGES).collect()
-}
-
-/// Probabilities (calibrated softmax) of every image.
-fn probabilities(config: &ModelConfig, images: &[PathBuf]) -> Vec<Vec<f32>> {
-    let mut classifier = Classifier::load(config).unwrap_or_else(|e| panic!("{}: {e}", config.path.display()));
-    let mut pre = Preprocessor::new(classifier.input_spec(), false);
-    images
-        .iter()
-        .map(|p: &PathBuf| {
-            let bytes = std::fs::read(p).expect("read image");
-            let image = lesiond::source::decode::decode_image(&bytes).expect("decode");
-            let (c, _, _) = classifier.classify(&pre.run(&image)).expect("classify");
-            c.probabilities
-        })
-        .collect()
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold(0, |best, (i, &p)| if p > v[best] { i } else { best })
-}
-
-/// (images with the same top class, largest absolute probability difference).
-fn compare(a: &[Vec<f32>], b: &[Vec<f32>]) -> (usize, f32) {
-    let same = a.iter().zip(b).filter(|(x, y)| argmax(x) == argmax(y)).count();
-    let max = a.iter().zip(b).flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs())).fold(0.0, f32::max);
-    (same, max)
-}
-
 #[test]
 fn tract_onnx_matches_tflite_float_and_int8() {
-    let images = spread_images();
+    let images = spread_images(IMAGES);
     assert_eq!(images.len(), IMAGES);
     let tract = probabilities(&model(EngineKind::Tract, "lesion_mnv2_float.onnx"), &images);
     let float = probabilities(&model(EngineKind::Tflite, "lesion_mnv2_float.tflite"), &images);

@@ -10,10 +10,10 @@ mod common;
 
 use std::path::PathBuf;
 
+use common::engines::{self, compare, probabilities, spread_images};
 use common::*;
 use lesiond::classifier::Classifier;
-use lesiond::config::{Config, ConfigOrigin, EngineKind, ModelConfig, DEMO_TOML};
-use lesiond::preprocess::Preprocessor;
+use lesiond::config::{EngineKind, ModelConfig};
 
 /// Same float weights, two runtimes: only float rounding differs.
 const FLOAT_TOLERANCE: f32 = 1e-3;
@@ -29,55 +29,15 @@ fn library() -> PathBuf {
         .unwrap_or_else(|| repo().join("target/onnxruntime").join(std::env::consts::ARCH).join("libonnxruntime.so"))
 }
 
+/// A shipped model under `engine`, one thread; the ort engine gets the library above.
 fn model(engine: EngineKind, file: &str) -> ModelConfig {
-    // The embedded demo config's model section, so that fields added later keep their defaults.
-    let base = Config::from_toml_and_env(DEMO_TOML, &ConfigOrigin::Embedded, Vec::new()).expect("demo config");
-    let m = repo().join("models");
-    ModelConfig {
-        engine,
-        path: m.join(file),
-        labels: m.join("labels.json"),
-        calibration: Some(m.join("calibration.json")),
-        threads: 1,
-        onnxruntime_library: Some(library()),
-        ..base.model
-    }
-}
-
-/// `IMAGES` images spread over the whole data set (by name), not just its first files.
-fn spread_images() -> Vec<PathBuf> {
-    let all = sample_images(10_000.min(std::fs::read_dir(data_dir().join("images")).expect("images").count()));
-    let step = (all.len() / IMAGES).max(1);
-    all.into_iter().step_by(step).take(IMAGES).collect()
-}
-
-fn probabilities(config: &ModelConfig, images: &[PathBuf]) -> Vec<Vec<f32>> {
-    let mut classifier = Classifier::load(config).unwrap_or_else(|e| panic!("{}: {e}", config.path.display()));
-    let mut pre = Preprocessor::new(classifier.input_spec(), false);
-    images
-        .iter()
-        .map(|p| {
-            let bytes = std::fs::read(p).expect("read image");
-            let image = lesiond::source::decode::decode_image(&bytes).expect("decode");
-            classifier.classify(&pre.run(&image)).expect("classify").0.probabilities
-        })
-        .collect()
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold(0, |best, (i, &p)| if p > v[best] { i } else { best })
-}
-
-fn compare(a: &[Vec<f32>], b: &[Vec<f32>]) -> (usize, f32) {
-    let same = a.iter().zip(b).filter(|(x, y)| argmax(x) == argmax(y)).count();
-    let max = a.iter().zip(b).flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs())).fold(0.0, f32::max);
-    (same, max)
+    ModelConfig { threads: 1, onnxruntime_library: Some(library()), ..engines::model(engine, file) }
 }
 
 // One test function: ONNX Runtime is loaded once per process, and every case below shares it.
 #[test]
 fn ort_matches_tflite_and_refuses_bad_input() {
-    let images = spread_images();
+    let images = spread_images(IMAGES);
     assert_eq!(images.len(), IMAGES);
     let ort_float = probabilities(&model(EngineKind::Ort, "lesion_mnv2_float.onnx"), &images);
     let tflite_float = probabilities(&model(EngineKind::Tflite, "lesion_mnv2_float.tflite"), &images);

@@ -22,22 +22,7 @@ shift
 
 source scripts/deps.sh
 lesiond_deps
-want=(gcc-$gnu libc6-dev-$deb-cross linux-libc-dev-$deb-cross qemu-user)
-missing=()
-for p in "${want[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
-  if command -v apt-get >/dev/null && { [ -z "$sudo" ] || $sudo true 2>/dev/null; }; then
-    echo "lesiond: installing ${missing[*]}"
-    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  else
-    echo "lesiond: please install: sudo apt-get install ${missing[*]}"
-    exit 1
-  fi
-fi
+install_missing "gcc-$gnu" "libc6-dev-$deb-cross" "linux-libc-dev-$deb-cross" qemu-user
 if command -v rustup >/dev/null && ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
   rustup target add "$target"
 fi

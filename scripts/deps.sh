@@ -4,14 +4,19 @@
 #   libclang-dev clang pkg-config : nokhwa's V4L2 bindings (bindgen)
 #   unzip                         : tflitec unpacks the TF Lite C library it ships
 #   mosquitto mosquitto-clients   : the MQTT broker and subscriber of the demo and the tests
-#   curl                          : tflitec's build script links libcurl (Debian: libcurl4-openssl-dev)
+#   gcc libc6-dev                 : C code in the tree (ring, mozjpeg)
 lesiond_deps() {
-  local want=(libclang-dev clang pkg-config unzip mosquitto mosquitto-clients gcc libc6-dev)
+  command -v cargo >/dev/null || { echo "lesiond: install Rust 1.95 (rustup) first: https://rustup.rs"; return 1; }
+  install_missing libclang-dev clang pkg-config unzip mosquitto mosquitto-clients gcc libc6-dev
+}
+
+# install_missing PACKAGE...: apt-get installs those not installed yet, as root or with
+# passwordless sudo; otherwise prints the one line that says what to install and returns 1.
+install_missing() {
   local missing=()
-  for p in "${want[@]}"; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
-  command -v cargo >/dev/null || { echo "lesiond: install Rust 1.95 (rustup) first: https://rustup.rs"; return 1; }
   [ ${#missing[@]} -eq 0 ] && return 0
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo -n"

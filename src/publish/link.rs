@@ -58,7 +58,8 @@ impl Link {
                 if let Some((u, p)) = credentials {
                     o.set_credentials(u, p);
                 }
-                let (client, eventloop) = rumqttc::AsyncClient::new(o, CLIENT_CAPACITY);
+                let (client, mut eventloop) = rumqttc::AsyncClient::new(o, CLIENT_CAPACITY);
+                eventloop.set_network_options(network_options());
                 Link::V311 { client, eventloop }
             }
             MqttProtocol::V5 => {
@@ -69,6 +70,7 @@ impl Link {
                 if let Some((u, p)) = credentials {
                     o.set_credentials(u, p);
                 }
+                o.set_network_options(network_options());
                 let (client, eventloop) = rumqttc::v5::AsyncClient::new(o, CLIENT_CAPACITY);
                 Link::V5 { client, eventloop }
             }
@@ -131,6 +133,14 @@ impl Link {
             Link::V5 { client, .. } => client.try_disconnect().map_err(|_| Full),
         }
     }
+}
+
+/// TCP_NODELAY: every result is one small write, and Nagle's algorithm would hold it back while
+/// the previous one is unacknowledged, adding a round trip to its delivery.
+fn network_options() -> rumqttc::NetworkOptions {
+    let mut options = rumqttc::NetworkOptions::new();
+    options.set_tcp_nodelay(true);
+    options
 }
 
 fn qos5(q: QoS) -> rumqttc::v5::mqttbytes::QoS {

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark (one command): lesiond against the bare interpreter and against the usual Python
 # loop (bench/peer.py), same model, same images, same loopback mosquitto, for 1 and 2 threads.
-# Prints the tables that docs/benchmarks.md records. Not a test: nothing is asserted.
+# Each variant runs twice: as fast as it goes (throughput, CPU, memory) and paced at 30 frames/s
+# like a camera (latency). Prints the tables that docs/benchmarks.md records. Not a test: nothing
+# is asserted.
 #   scripts/bench.sh [frames]     data: $LESIOND_DATA or ../shared/data/ham10000
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +17,8 @@ if [ ! -x .venv-bench/bin/python ]; then
   python3 -m venv .venv-bench
   .venv-bench/bin/pip install -q -r bench/requirements.txt
 fi
-port=18893
-PATH="$PATH:/usr/sbin" mosquitto -p "$port" >/dev/null 2>&1 &
+port=18893   # as in bench/mosquitto.conf
+PATH="$PATH:/usr/sbin" mosquitto -c bench/mosquitto.conf >/dev/null 2>&1 &
 broker=$!
 trap 'kill $broker 2>/dev/null || true' EXIT
 sleep 0.5

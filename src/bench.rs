@@ -1,10 +1,15 @@
 //! `lesiond bench`: where a frame's time goes, measured against the bare interpreter.
 //!
 //! For each thread count it measures, in one process, with the same library and model:
-//! 1. the bare engine: `invoke` alone on a preprocessed frame (the physical limit);
+//! 1. the bare engine: `invoke` alone on a preprocessed frame (the physical limit), half of the
+//!    invokes just before the daemon run and half just after, because this machine's speed
+//!    drifts by 10-20 % within minutes (both medians are reported, so the drift shows);
 //! 2. the real daemon (`daemon::run`) on a lossless directory replay of real images, publishing
 //!    to a real broker, until every result is acknowledged: per-stage latency percentiles,
-//!    end-to-end frames/s, CPU time per frame, peak and steady RSS, start-up to ready.
+//!    end-to-end frames/s, CPU time per frame, peak and steady RSS, start-up to ready;
+//! 3. the same daemon on a replay paced like a camera (`--paced-fps`, default 30): latency when
+//!    frames arrive at a rate the station can keep up with, which is how a camera feeds it. The
+//!    lossless run above keeps the queue full on purpose, so its latencies include waiting turns.
 //!
 //! Numbers are printed, not asserted: see docs/benchmarks.md for the method and the figures.
 
@@ -38,14 +43,28 @@ pub struct BenchOptions {
     pub model: ModelConfig,
     pub mqtt_host: String,
     pub mqtt_port: u16,
+    /// Frames per second of the paced run; 0 skips it.
+    pub paced_fps: f64,
+}
+
+/// The daemon on a camera-paced replay: latency without a backlog.
+#[derive(Debug, Clone, Serialize)]
+pub struct PacedRun {
+    pub fps: f64,
+    pub frames: usize,
+    /// Frames the daemon dropped because inference was behind (0 when it keeps up).
+    pub dropped: u64,
+    pub stages_ms: StageLatencies,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchRow {
     pub threads: u32,
     pub frames: usize,
-    /// The bare engine: invoke only.
+    /// The bare engine: invoke only (before and after the daemon run, together).
     pub bare_invoke_ms: Percentiles,
+    /// Its median just before and just after the daemon run.
+    pub bare_p50_before_after_ms: [f64; 2],
     pub bare_cpu_ms_per_invoke: f64,
     pub bare_fps: f64,
     /// The daemon, per stage (publish = spooled to PUBACK).
@@ -59,6 +78,7 @@ pub struct BenchRow {
     pub peak_rss_mb: f64,
     pub steady_rss_mb: f64,
     pub ready_ms: f64,
+    pub paced: Option<PacedRun>,
 }
 
 /// CPU time (user + system) of this process so far.
@@ -101,7 +121,7 @@ fn frame_folder(images: &Path, n: usize) -> Result<PathBuf, BenchError> {
 }
 
 /// The bare engine: invoke alone, on one real preprocessed frame.
-fn bare_invoke(model: &ModelConfig, first_image: &Path, invokes: usize) -> Result<(Percentiles, f64), BenchError> {
+fn bare_invoke(model: &ModelConfig, first_image: &Path, invokes: usize) -> Result<(Vec<f64>, f64), BenchError> {
     let mut engine = engine::open(model)?;
     let bytes = std::fs::read(first_image).map_err(|e| BenchError::Setup(e.to_string()))?;
     let image = decode::decode_image(&bytes).map_err(|e| BenchError::Setup(e.to_string()))?;
@@ -117,10 +137,12 @@ fn bare_invoke(model: &ModelConfig, first_image: &Path, invokes: usize) -> Resul
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let cpu = (cpu_time() - cpu0).as_secs_f64() * 1e3 / invokes as f64;
-    Ok((percentiles(times), cpu))
+    Ok((times, cpu))
 }
 
-fn daemon_config(opts: &BenchOptions, threads: u32, dir: &Path) -> Result<Config, BenchError> {
+/// `fps` 0 is the lossless replay (as fast as the engine goes, nothing dropped); above 0 the
+/// directory source paces frames like a camera.
+fn daemon_config(opts: &BenchOptions, threads: u32, dir: &Path, fps: f64) -> Result<Config, BenchError> {
     let m = &opts.model;
     let text = format!(
         r#"
@@ -130,7 +152,7 @@ id = "bench"
 kind = "directory"
 [source.directory]
 path = "{frames}"
-fps = 0.0
+fps = {fps:?}
 exit_when_done = true
 [model]
 engine = "{engine}"
@@ -179,9 +201,10 @@ pub fn run(opts: &BenchOptions, runtime: &tokio::runtime::Runtime) -> Result<Vec
     let mut rows = Vec::new();
     for &threads in &opts.threads {
         let model = ModelConfig { threads, ..opts.model.clone() };
-        let (bare, bare_cpu) = bare_invoke(&model, &first, opts.frames.min(200))?;
+        let invokes = opts.frames.clamp(2, 200) / 2;
+        let (bare_before, bare_cpu_before) = bare_invoke(&model, &first, invokes)?;
 
-        let config = daemon_config(opts, threads, &dir)?;
+        let config = daemon_config(opts, threads, &dir, 0.0)?;
         let _ = std::fs::remove_dir_all(dir.join("spool"));
         // Sample RSS while the daemon runs; the steady figure is the median of the second half.
         let sampling = Arc::new(AtomicBool::new(true));
@@ -215,12 +238,19 @@ pub fn run(opts: &BenchOptions, runtime: &tokio::runtime::Runtime) -> Result<Vec
         // Throughput over the processing time: from ready to the last acknowledgement.
         let busy = wall.saturating_sub(Duration::from_secs_f64(ready_ms / 1e3)).as_secs_f64();
         let fps = frames as f64 / busy;
-        let bare_fps = 1e3 / bare.p50;
         let cpu_ms_per_frame = cpu.as_secs_f64() * 1e3 / frames.max(1) as f64;
+        let peak_rss_mb = proc_status_mb("VmHWM:");
+        let (bare_after, bare_cpu_after) = bare_invoke(&model, &first, invokes)?;
+        let bare_p50_before_after_ms = [percentiles(bare_before.clone()).p50, percentiles(bare_after.clone()).p50];
+        let bare = percentiles([bare_before, bare_after].concat());
+        let bare_cpu = (bare_cpu_before + bare_cpu_after) / 2.0;
+        let bare_fps = 1e3 / bare.p50;
+        let paced = if opts.paced_fps > 0.0 { Some(paced_run(opts, threads, &dir, runtime)?) } else { None };
         rows.push(BenchRow {
             threads,
             frames,
             bare_invoke_ms: bare,
+            bare_p50_before_after_ms,
             bare_cpu_ms_per_invoke: bare_cpu,
             bare_fps,
             stages_ms: snapshot.latency_ms,
@@ -228,25 +258,40 @@ pub fn run(opts: &BenchOptions, runtime: &tokio::runtime::Runtime) -> Result<Vec
             fps_over_bare: fps / bare_fps,
             cpu_ms_per_frame,
             non_invoke_cpu_share: (1.0 - bare_cpu / cpu_ms_per_frame).max(0.0),
-            peak_rss_mb: proc_status_mb("VmHWM:"),
+            peak_rss_mb,
             steady_rss_mb: steady,
             ready_ms,
+            paced,
         });
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(rows)
 }
 
+/// The daemon again, on the same frames paced at `opts.paced_fps`.
+fn paced_run(opts: &BenchOptions, threads: u32, dir: &Path, runtime: &tokio::runtime::Runtime) -> Result<PacedRun, BenchError> {
+    let config = daemon_config(opts, threads, dir, opts.paced_fps)?;
+    let _ = std::fs::remove_dir_all(dir.join("spool"));
+    let stats = runtime.block_on(crate::daemon::run(ConfigOrigin::Embedded, config))?;
+    let snapshot = stats.snapshot();
+    Ok(PacedRun {
+        fps: opts.paced_fps,
+        frames: snapshot.frames_classified as usize,
+        dropped: snapshot.frames_dropped,
+        stages_ms: snapshot.latency_ms,
+    })
+}
+
 /// The table `lesiond bench` prints.
 pub fn table(rows: &[BenchRow]) -> String {
     let mut out = String::new();
     let p = |x: Percentiles| format!("{:.2}/{:.2}", x.p50, x.p95);
-    out.push_str("threads | bare invoke p50/p95 ms | decode | preprocess | queue | inference | postprocess | publish | e2e fps | bare fps | e2e/bare | CPU ms/frame | non-invoke CPU | peak RSS MB | steady RSS MB | ready ms\n");
-    out.push_str("---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---\n");
+    out.push_str("threads | bare invoke p50/p95 ms | decode | preprocess | queue | inference | postprocess | publish | e2e fps | bare fps | e2e/bare | CPU ms/frame | non-invoke CPU | peak RSS MB | steady RSS MB | ready ms | paced: fps | paced: total | paced: publish | paced: dropped\n");
+    out.push_str("---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---\n");
     for r in rows {
         let s = &r.stages_ms;
         out.push_str(&format!(
-            "{} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.3} | {:.2} | {:.1}% | {:.1} | {:.1} | {:.0}\n",
+            "{} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.3} | {:.2} | {:.1}% | {:.1} | {:.1} | {:.0} | {}\n",
             r.threads,
             p(r.bare_invoke_ms),
             p(s.decode),
@@ -263,6 +308,10 @@ pub fn table(rows: &[BenchRow]) -> String {
             r.peak_rss_mb,
             r.steady_rss_mb,
             r.ready_ms,
+            r.paced.as_ref().map_or_else(
+                || "- | - | - | -".to_string(),
+                |pr| format!("{:.0} | {} | {} | {}", pr.fps, p(pr.stages_ms.total), p(pr.stages_ms.publish), pr.dropped)
+            ),
         ));
     }
     out

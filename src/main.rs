@@ -77,6 +77,9 @@ enum Command {
         engine: Option<lesiond::config::EngineKind>,
         #[arg(long, default_value = "127.0.0.1")]
         mqtt_host: String,
+        /// Frames per second of the camera-paced run that measures latency (0: skip it).
+        #[arg(long, default_value_t = 30.0)]
+        paced_fps: f64,
         #[arg(long, default_value_t = 1883)]
         mqtt_port: u16,
         /// Print JSON rows instead of the table.
@@ -158,7 +161,7 @@ fn run(args: Args) -> Result<ExitCode, ExitCode> {
                 Err(ExitCode::FAILURE)
             }
         }
-        Command::Bench { images, frames, threads, model, labels, calibration, xnnpack, engine, mqtt_host, mqtt_port, json } => {
+        Command::Bench { images, frames, threads, model, labels, calibration, xnnpack, engine, paced_fps, mqtt_host, mqtt_port, json } => {
             let base = load_config(&ConfigOrigin::Embedded)?;
             logging::init(&lesiond::config::LogConfig { level: "warn".into(), ..base.log.clone() }, true);
             let mut model = cli::model_for_classify(&base.model, model.as_deref(), labels.as_deref(), calibration.as_deref(), None);
@@ -172,7 +175,7 @@ fn run(args: Args) -> Result<ExitCode, ExitCode> {
                     .unwrap_or_else(|| PathBuf::from("../shared/data/ham10000"))
                     .join("images")
             });
-            let opts = lesiond::bench::BenchOptions { images, frames, threads, model, mqtt_host, mqtt_port };
+            let opts = lesiond::bench::BenchOptions { images, frames, threads, model, mqtt_host, mqtt_port, paced_fps };
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
                 eprintln!("lesiond: cannot start the async runtime: {e}");
                 ExitCode::FAILURE

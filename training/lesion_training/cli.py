@@ -101,7 +101,7 @@ def cmd_train(a):
         res = train_cpu(x, y, s, cfg, ckpt, threads=a.threads)
     else:
         from .data import read_split
-        res = train_gpu(read_split(), data_root(a.data), cfg, ckpt)
+        res = train_gpu(read_split(), data_root(a.data), cfg, ckpt, device=a.device, limit=a.limit)
     OUT.mkdir(exist_ok=True)
     (OUT / f"train_{a.preset}{a.tag}_history.json").write_text(json.dumps(res["history"], indent=1))
     log(f"train done in {time.time() - t0:.0f}s -> {ckpt}")
@@ -287,6 +287,8 @@ def main(argv=None):
     p.add_argument("--epochs", type=int)
     p.add_argument("--views", type=int)
     p.add_argument("--cut", type=int, help="cpu preset: first trainable MobileNetV2 block")
+    p.add_argument("--device", default="cuda", help="gpu preset: torch device (cpu only for a smoke run)")
+    p.add_argument("--limit", type=int, help="gpu preset: first N images of train and val (smoke run)")
     p.add_argument("--tag", default="", help="suffix of the trained checkpoint name (experiments)")
     p.add_argument("--ckpt", help="checkpoint to calibrate/export (default: latest)")
     p.add_argument("--alpha", type=float, help="force the post-hoc prior adjustment (default: chosen on val)")

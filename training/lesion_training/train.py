@@ -210,16 +210,18 @@ def eval_logits(logits, y, log_prior) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ gpu
-def train_gpu(split_rows, root: Path, cfg: dict, ckpt: Path) -> dict:
+def train_gpu(split_rows, root: Path, cfg: dict, ckpt: Path, device: str = "cuda", limit: int | None = None) -> dict:
     """Full fine-tune on CUDA, images decoded from the JPEG folder and preprocessed with crop-resize-v1
-    in DataLoader workers (cached in RAM after the first epoch by each worker's dataset copy)."""
+    in DataLoader workers. `device="cpu"` with a small `limit` (images per split) runs the same code
+    without a GPU, to check it end to end (`train --preset gpu --device cpu --limit 64 --epochs 1`)."""
     from torch.utils.data import DataLoader, Dataset
 
     from .data import image_index
     from .preprocess import preprocess_file
 
-    assert torch.cuda.is_available(), "the gpu preset needs a CUDA device"
-    dev = torch.device("cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("the gpu preset needs a CUDA device (or --device cpu --limit N for a smoke run)")
+    dev = torch.device(device)
     torch.manual_seed(SEED)
     idx = image_index(root)
 
@@ -234,12 +236,13 @@ def train_gpu(split_rows, root: Path, cfg: dict, ckpt: Path) -> dict:
             r = self.rows[i]
             return torch.from_numpy(preprocess_file(idx[r["image_id"]])), CLASSES.index(r["dx"])
 
-    tr = [r for r in split_rows if r["split"] == "train"]
-    va = [r for r in split_rows if r["split"] == "val"]
+    tr = [r for r in split_rows if r["split"] == "train"][:limit]
+    va = [r for r in split_rows if r["split"] == "val"][:limit]
     ytr = np.array([CLASSES.index(r["dx"]) for r in tr])
-    dl = DataLoader(DS(tr), batch_size=cfg["batch"], shuffle=True, drop_last=True, num_workers=cfg["workers"],
-                    persistent_workers=True, pin_memory=True)
-    dv = DataLoader(DS(va), batch_size=128, num_workers=cfg["workers"])
+    workers = cfg["workers"] if device == "cuda" else 2
+    dl = DataLoader(DS(tr), batch_size=min(cfg["batch"], len(tr)), shuffle=True, drop_last=True, num_workers=workers,
+                    persistent_workers=True, pin_memory=device == "cuda")
+    dv = DataLoader(DS(va), batch_size=128, num_workers=workers)
     net = build_mobilenet_v2(pretrained=True, dropout=cfg["dropout"]).to(dev).to(memory_format=torch.channels_last)
     log_prior = torch.tensor(np.log(class_prior(ytr)), dtype=torch.float32, device=dev)
     head = list(net.classifier.parameters())
@@ -251,7 +254,8 @@ def train_gpu(split_rows, root: Path, cfg: dict, ckpt: Path) -> dict:
     total = len(dl) * cfg["epochs"]
     warm = len(dl) * cfg["warmup_epochs"]
     gen = torch.Generator().manual_seed(SEED)
-    scaler = torch.amp.GradScaler()
+    # bfloat16 needs no loss scaling; the scaler is a no-op kept for float16-only GPUs.
+    scaler = torch.amp.GradScaler(device, enabled=device == "cuda")
     norm_mul = torch.tensor(NORM_MUL, device=dev).view(1, 3, 1, 1)
     norm_add = torch.tensor(NORM_ADD, device=dev).view(1, 3, 1, 1)
     step = 0
@@ -265,7 +269,7 @@ def train_gpu(split_rows, root: Path, cfg: dict, ckpt: Path) -> dict:
             f = cosine_lr(step, total, warm)
             for g, lr in zip(opt.param_groups, base):
                 g["lr"] = lr * f
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
                 loss = la_loss(net(xb.contiguous(memory_format=torch.channels_last)).float(), yb.to(dev),
                                log_prior, cfg["tau"], cfg["smoothing"])
             opt.zero_grad(set_to_none=True)
@@ -285,6 +289,7 @@ def train_gpu(split_rows, root: Path, cfg: dict, ckpt: Path) -> dict:
         history.append(rec)
         log(f"epoch {ep + 1}/{cfg['epochs']} val(EMA) acc {rec['acc']:.4f} bal {rec['bal']:.4f} {rec['secs']:.0f}s")
     full = ema.model.cpu().to(memory_format=torch.contiguous_format).eval()
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": full.state_dict(), "preset": "gpu", "cfg": cfg, "history": history,
                 "log_prior": log_prior.cpu().numpy().tolist()}, ckpt)
     return {"history": history}

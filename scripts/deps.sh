@@ -5,9 +5,13 @@
 #   unzip                         : tflitec unpacks the TF Lite C library it ships
 #   mosquitto mosquitto-clients   : the MQTT broker and subscriber of the demo and the tests
 #   gcc libc6-dev                 : C code in the tree (ring, mozjpeg)
+#   nasm (x86_64 only)            : libjpeg-turbo's SIMD JPEG decoder (mozjpeg-sys builds it only
+#                                   when nasm is there; without it decoding is ~1.4x slower, same pixels)
 lesiond_deps() {
   command -v cargo >/dev/null || { echo "lesiond: install Rust 1.95 (rustup) first: https://rustup.rs"; return 1; }
-  install_missing libclang-dev clang pkg-config unzip mosquitto mosquitto-clients gcc libc6-dev
+  local simd=()
+  [ "$(uname -m)" = x86_64 ] && simd=(nasm)
+  install_missing libclang-dev clang pkg-config unzip mosquitto mosquitto-clients gcc libc6-dev "${simd[@]}"
 }
 
 # install_missing PACKAGE...: apt-get installs those not installed yet, as root or with

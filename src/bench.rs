@@ -47,6 +47,19 @@ pub struct BenchOptions {
     pub paced_fps: f64,
 }
 
+/// A frame's CPU time in the daemon run, by thread, ms.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CpuPerFrame {
+    /// Inside the engine: the inference thread in the engine call plus the engine's worker threads.
+    pub invoke: f64,
+    /// The capture thread: read, decode, preprocess.
+    pub capture: f64,
+    /// The inference thread outside the engine call: postprocess, JSON, spool write.
+    pub inference_other: f64,
+    /// The rest of the process: the publisher and MQTT client (tokio), the daemon's main loop.
+    pub rest: f64,
+}
+
 /// The daemon on a camera-paced replay: latency without a backlog.
 #[derive(Debug, Clone, Serialize)]
 pub struct PacedRun {
@@ -73,8 +86,12 @@ pub struct BenchRow {
     /// End-to-end throughput over the bare engine's (1 / invoke p50).
     pub fps_over_bare: f64,
     pub cpu_ms_per_frame: f64,
-    /// Share of a frame's CPU time spent outside invoke.
+    /// That CPU time by who spent it, measured per thread in the same run.
+    pub cpu_ms_per_frame_by: CpuPerFrame,
+    /// Share of a frame's CPU time spent outside invoke, both measured in the daemon run.
     pub non_invoke_cpu_share: f64,
+    /// The same against the bare engine's CPU per invoke (measured before and after the run).
+    pub non_invoke_cpu_share_vs_bare: f64,
     pub peak_rss_mb: f64,
     pub steady_rss_mb: f64,
     pub ready_ms: f64,
@@ -210,7 +227,7 @@ pub fn run(opts: &BenchOptions, runtime: &tokio::runtime::Runtime) -> Result<Vec
         let sampling = Arc::new(AtomicBool::new(true));
         let sampler = {
             let sampling = sampling.clone();
-            std::thread::spawn(move || {
+            std::thread::Builder::new().name("bench-rss".into()).spawn(move || {
                 let mut samples = Vec::new();
                 while sampling.load(Ordering::Relaxed) {
                     samples.push(proc_status_mb("VmRSS:"));
@@ -218,6 +235,7 @@ pub fn run(opts: &BenchOptions, runtime: &tokio::runtime::Runtime) -> Result<Vec
                 }
                 samples
             })
+            .map_err(|e| BenchError::Setup(format!("cannot start the RSS sampler: {e}")))?
         };
         reset_peak_rss();
         let cpu0 = cpu_time();
@@ -239,6 +257,14 @@ pub fn run(opts: &BenchOptions, runtime: &tokio::runtime::Runtime) -> Result<Vec
         let busy = wall.saturating_sub(Duration::from_secs_f64(ready_ms / 1e3)).as_secs_f64();
         let fps = frames as f64 / busy;
         let cpu_ms_per_frame = cpu.as_secs_f64() * 1e3 / frames.max(1) as f64;
+        let by = {
+            let a = stats.cpu_account();
+            let per_frame = |d: Duration| d.as_secs_f64() * 1e3 / frames.max(1) as f64;
+            let invoke = per_frame(a.invoke_caller + a.engine_workers);
+            let capture = per_frame(a.capture);
+            let inference_other = per_frame(a.inference_thread.saturating_sub(a.invoke_caller));
+            CpuPerFrame { invoke, capture, inference_other, rest: (cpu_ms_per_frame - invoke - capture - inference_other).max(0.0) }
+        };
         let peak_rss_mb = proc_status_mb("VmHWM:");
         let (bare_after, bare_cpu_after) = bare_invoke(&model, &first, invokes)?;
         let bare_p50_before_after_ms = [percentiles(bare_before.clone()).p50, percentiles(bare_after.clone()).p50];
@@ -257,7 +283,9 @@ pub fn run(opts: &BenchOptions, runtime: &tokio::runtime::Runtime) -> Result<Vec
             fps,
             fps_over_bare: fps / bare_fps,
             cpu_ms_per_frame,
-            non_invoke_cpu_share: (1.0 - bare_cpu / cpu_ms_per_frame).max(0.0),
+            cpu_ms_per_frame_by: by,
+            non_invoke_cpu_share: (1.0 - by.invoke / cpu_ms_per_frame).max(0.0),
+            non_invoke_cpu_share_vs_bare: (1.0 - bare_cpu / cpu_ms_per_frame).max(0.0),
             peak_rss_mb,
             steady_rss_mb: steady,
             ready_ms,
@@ -286,12 +314,12 @@ fn paced_run(opts: &BenchOptions, threads: u32, dir: &Path, runtime: &tokio::run
 pub fn table(rows: &[BenchRow]) -> String {
     let mut out = String::new();
     let p = |x: Percentiles| format!("{:.2}/{:.2}", x.p50, x.p95);
-    out.push_str("threads | bare invoke p50/p95 ms | decode | preprocess | queue | inference | postprocess | publish | e2e fps | bare fps | e2e/bare | CPU ms/frame | non-invoke CPU | peak RSS MB | steady RSS MB | ready ms | paced: fps | paced: total | paced: publish | paced: dropped\n");
-    out.push_str("---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---\n");
+    out.push_str("threads | bare invoke p50/p95 ms | decode | preprocess | queue | inference | postprocess | publish | e2e fps | bare fps | e2e/bare | CPU ms/frame | CPU ms/frame: invoke/capture/inference other/rest | non-invoke CPU (vs bare) | peak RSS MB | steady RSS MB | ready ms | paced: fps | paced: total | paced: publish | paced: dropped\n");
+    out.push_str("---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---\n");
     for r in rows {
         let s = &r.stages_ms;
         out.push_str(&format!(
-            "{} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.3} | {:.2} | {:.1}% | {:.1} | {:.1} | {:.0} | {}\n",
+            "{} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.3} | {:.2} | {:.2}/{:.2}/{:.2}/{:.2} | {:.1}% ({:.1}%) | {:.1} | {:.1} | {:.0} | {}\n",
             r.threads,
             p(r.bare_invoke_ms),
             p(s.decode),
@@ -304,7 +332,12 @@ pub fn table(rows: &[BenchRow]) -> String {
             r.bare_fps,
             r.fps_over_bare,
             r.cpu_ms_per_frame,
+            r.cpu_ms_per_frame_by.invoke,
+            r.cpu_ms_per_frame_by.capture,
+            r.cpu_ms_per_frame_by.inference_other,
+            r.cpu_ms_per_frame_by.rest,
             r.non_invoke_cpu_share * 100.0,
+            r.non_invoke_cpu_share_vs_bare * 100.0,
             r.peak_rss_mb,
             r.steady_rss_mb,
             r.ready_ms,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::ModelConfig;
+use crate::cputime;
 use crate::engine::{self, Engine, EngineError, RawOutput};
 use crate::labels::{Labels, LabelsError};
 use crate::postprocess::{self, CalibrationError, Classification};
@@ -47,6 +48,8 @@ pub struct Classifier {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ClassifyTimings {
     pub inference: Duration,
+    /// CPU time of the calling thread inside the engine (its worker threads not included).
+    pub inference_cpu: Duration,
     pub postprocess: Duration,
 }
 
@@ -91,11 +94,13 @@ impl Classifier {
     /// Engine, then postprocessing, on one preprocessed input.
     pub fn classify(&mut self, input: &InputTensor) -> Result<(Classification, RawOutput, ClassifyTimings), EngineError> {
         let started = Instant::now();
+        let cpu_before = cputime::this_thread();
         let raw = self.engine.infer(input)?;
+        let inference_cpu = cputime::this_thread().saturating_sub(cpu_before);
         let inference = started.elapsed();
         let started = Instant::now();
         let classification = postprocess::classify(&raw, self.info.temperature);
         let postprocess = started.elapsed();
-        Ok((classification, raw, ClassifyTimings { inference, postprocess }))
+        Ok((classification, raw, ClassifyTimings { inference, inference_cpu, postprocess }))
     }
 }

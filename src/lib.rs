@@ -15,6 +15,7 @@ pub mod classifier;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod cputime;
 pub mod daemon;
 pub mod engine;
 pub mod frame;

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::classifier::Classifier;
 use crate::commands::Control;
 use crate::config::Config;
+use crate::cputime;
 use crate::frame::FrameOrigin;
 use crate::preprocess::{InputTensor, Preprocessor};
 use crate::publish::payload::{self, LatencyMs, PayloadInput};
@@ -122,6 +123,7 @@ impl Pipeline {
                     let ctx = CaptureContext { queue: &queue, stop: &stop, stats: &stats, control: &control, publish_frames, exit_when_done, source_done: &source_done };
                     capture_loop(source, preprocessor, ctx);
                     queue.close();
+                    stats.add_cpu(|a| a.capture += cputime::this_thread());
                 })
                 .map_err(|e| source::SourceError::Camera(format!("cannot start capture thread: {e}")))?;
             // The source is opened on its own thread; wait for the verdict so that a missing
@@ -137,7 +139,16 @@ impl Pipeline {
                 .name("inference".into())
                 .spawn(move || {
                     let out = InferenceOutputs { spool: &spool, frames: publish_frames.then_some(&frames), stats: &stats };
-                    inference_loop(classifier, &queue, &out, &heartbeat, &station_id);
+                    // The engine's worker threads already exist (or start at the first invoke):
+                    // what they use from here on is this pipeline's inference work.
+                    let workers_before = cputime::library_threads();
+                    let mut classifier = classifier;
+                    inference_loop(&mut classifier, &queue, &out, &heartbeat, &station_id);
+                    // Counted before the classifier goes: its engine's worker threads go with it.
+                    stats.add_cpu(|a| {
+                        a.inference_thread += cputime::this_thread();
+                        a.engine_workers += cputime::library_threads_since(&workers_before);
+                    });
                     let end = if source_done.load(Ordering::SeqCst) { PipelineEnd::SourceDone } else { PipelineEnd::Stopped };
                     let _ = ended_tx.send(end);
                 })
@@ -251,7 +262,7 @@ struct InferenceOutputs<'a> {
     stats: &'a Stats,
 }
 
-fn inference_loop(mut classifier: Classifier, queue: &FrameQueue<Prepared>, out: &InferenceOutputs<'_>, heartbeat: &Heartbeat, station_id: &str) {
+fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out: &InferenceOutputs<'_>, heartbeat: &Heartbeat, station_id: &str) {
     let stats = out.stats;
     loop {
         heartbeat.beat();
@@ -271,6 +282,7 @@ fn inference_loop(mut classifier: Classifier, queue: &FrameQueue<Prepared>, out:
             }
         };
         Stats::inc(&stats.classified);
+        stats.add_cpu(|a| a.invoke_caller += timings.inference_cpu);
         let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
         let latency = LatencyMs {
             decode: ms(item.decode),

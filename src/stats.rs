@@ -40,6 +40,22 @@ pub struct Stats {
     model_id: Mutex<String>,
     /// From the start of `lesiond run` to READY.
     ready_after: Mutex<Option<std::time::Duration>>,
+    /// Where the pipeline threads' CPU went, filled in as they end.
+    cpu: Mutex<CpuAccount>,
+}
+
+/// CPU time of the pipeline, by who spent it (`lesiond bench` reads it; see src/cputime.rs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct CpuAccount {
+    /// The capture thread: reading, decoding and preprocessing frames.
+    pub capture: std::time::Duration,
+    /// The inference thread, all of it.
+    pub inference_thread: std::time::Duration,
+    /// The inference thread inside the engine call.
+    pub invoke_caller: std::time::Duration,
+    /// The engine's own worker threads (ONNX Runtime, TF Lite, XNNPACK pools) while the
+    /// pipeline ran.
+    pub engine_workers: std::time::Duration,
 }
 
 impl Default for Stats {
@@ -59,6 +75,7 @@ impl Default for Stats {
             publish_latencies: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
             model_id: Mutex::new(String::new()),
             ready_after: Mutex::new(None),
+            cpu: Mutex::new(CpuAccount::default()),
         }
     }
 }
@@ -132,6 +149,15 @@ impl Stats {
 
     pub fn ready_after(&self) -> Option<std::time::Duration> {
         *self.ready_after.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds to the CPU account (threads report as they end; a reload adds a second pipeline).
+    pub fn add_cpu(&self, f: impl FnOnce(&mut CpuAccount)) {
+        f(&mut self.cpu.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    pub fn cpu_account(&self) -> CpuAccount {
+        *self.cpu.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn set_model_id(&self, id: &str) {

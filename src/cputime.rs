@@ -16,13 +16,22 @@ pub fn this_thread() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// Names of the threads lesiond itself starts; anything else in the process (apart from the
-/// main thread) belongs to a library — in a running pipeline, the inference engine's worker
-/// pool (ONNX Runtime, TF Lite, XNNPACK).
-const OWN_THREADS: &[&str] = &["capture", "inference", "tokio-rt-worker", "bench-rss"];
+/// The calling thread's id.
+pub fn this_thread_id() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u32 }
+}
 
-/// CPU time so far of every thread that is not one of lesiond's own, by thread id.
-pub fn library_threads() -> HashMap<u32, Duration> {
+/// Names of lesiond's other threads, none of them the engine's. (The inference thread is not
+/// here: a new thread inherits the name of the one that starts it, so an engine that starts its
+/// worker pool at the first invoke — TF Lite does — names its workers "inference" too. The
+/// inference thread is told apart by its id instead.)
+const OWN_THREADS: &[&str] = &["capture", "tokio-rt-worker", "bench-rss"];
+
+/// CPU time so far of every thread that is neither the main thread, `caller`, nor one of
+/// lesiond's own: in a running pipeline with `caller` the inference thread, the inference
+/// engine's worker pool (ONNX Runtime, TF Lite, XNNPACK).
+pub fn library_threads(caller: u32) -> HashMap<u32, Duration> {
     let pid = std::process::id();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return HashMap::new() };
     tasks
@@ -30,7 +39,7 @@ pub fn library_threads() -> HashMap<u32, Duration> {
         .filter_map(|task| {
             let tid: u32 = task.file_name().to_str()?.parse().ok()?;
             let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
-            if tid == pid || OWN_THREADS.contains(&comm.trim_end()) {
+            if tid == pid || tid == caller || OWN_THREADS.contains(&comm.trim_end()) {
                 return None;
             }
             // schedstat: time on the CPU (ns), time waiting to run (ns), timeslices.
@@ -42,8 +51,8 @@ pub fn library_threads() -> HashMap<u32, Duration> {
 
 /// CPU used by the library threads between two snapshots (threads started in between count
 /// from zero).
-pub fn library_threads_since(before: &HashMap<u32, Duration>) -> Duration {
-    library_threads()
+pub fn library_threads_since(caller: u32, before: &HashMap<u32, Duration>) -> Duration {
+    library_threads(caller)
         .into_iter()
         .map(|(tid, now)| now.saturating_sub(before.get(&tid).copied().unwrap_or_default()))
         .sum()
@@ -61,7 +70,8 @@ mod tests {
 
     #[test]
     fn library_threads_are_counted_and_lesionds_own_are_not() {
-        let before = library_threads();
+        let me = this_thread_id();
+        let before = library_threads(me);
         // Each thread burns CPU, says its thread id, and stays alive until the snapshots are taken.
         let done = Arc::new(Barrier::new(3));
         let (tid_tx, tid_rx) = mpsc::channel();
@@ -71,17 +81,17 @@ mod tests {
             builder
                 .spawn(move || {
                     spin(busy);
-                    // SAFETY: gettid has no preconditions.
-                    let _ = tid_tx.send((busy, unsafe { libc::gettid() } as u32));
+                    let _ = tid_tx.send((busy, this_thread_id()));
                     done.wait();
                 })
                 .expect("thread")
         };
-        let library = start(None, Duration::from_millis(50));
+        // Named like the inference thread, as an engine's workers started on it are.
+        let library = start(Some("inference"), Duration::from_millis(50));
         let own = start(Some("capture"), Duration::from_millis(80));
         let tids: HashMap<Duration, u32> = tid_rx.iter().take(2).map(|(busy, tid)| (busy, tid)).collect();
-        let now = library_threads();
-        let since = library_threads_since(&before);
+        let now = library_threads(me);
+        let since = library_threads_since(me, &before);
         done.wait();
         library.join().expect("join");
         own.join().expect("join");
@@ -89,5 +99,6 @@ mod tests {
         assert!(library_cpu >= Duration::from_millis(50), "library thread counted {library_cpu:?}");
         assert!(!now.contains_key(&tids[&Duration::from_millis(80)]), "a thread named capture is lesiond's own");
         assert!(since >= library_cpu, "a thread started after the first snapshot counts from zero");
+        assert!(!now.contains_key(&me), "the caller is not its own worker");
     }
 }

@@ -141,13 +141,14 @@ impl Pipeline {
                     let out = InferenceOutputs { spool: &spool, frames: publish_frames.then_some(&frames), stats: &stats };
                     // The engine's worker threads already exist (or start at the first invoke):
                     // what they use from here on is this pipeline's inference work.
-                    let workers_before = cputime::library_threads();
+                    let me = cputime::this_thread_id();
+                    let workers_before = cputime::library_threads(me);
                     let mut classifier = classifier;
                     inference_loop(&mut classifier, &queue, &out, &heartbeat, &station_id);
                     // Counted before the classifier goes: its engine's worker threads go with it.
                     stats.add_cpu(|a| {
                         a.inference_thread += cputime::this_thread();
-                        a.engine_workers += cputime::library_threads_since(&workers_before);
+                        a.engine_workers += cputime::library_threads_since(me, &workers_before);
                     });
                     let end = if source_done.load(Ordering::SeqCst) { PipelineEnd::SourceDone } else { PipelineEnd::Stopped };
                     let _ = ended_tx.send(end);

@@ -7,6 +7,8 @@
 
 mod resize;
 
+use std::borrow::Cow;
+
 use image::RgbImage;
 
 pub use resize::{resize_rgb, AxisWeights};
@@ -75,10 +77,16 @@ impl Preprocessor {
     /// Crop, mask and resize: the RGB8 pixels the model will see, before quantization.
     pub fn pixels(&mut self, image: &RgbImage) -> RgbImage {
         let (x0, y0, cw, ch) = centre_crop(image.width(), image.height(), self.spec.width, self.spec.height);
-        let mut crop = image::imageops::crop_imm(image, x0, y0, cw, ch).to_image();
-        if self.circular_mask {
-            apply_circular_mask(&mut crop);
-        }
+        // A frame that already has the model's aspect (HAM10000's 4:3, most cameras) is not copied.
+        let crop = if (x0, y0, cw, ch) == (0, 0, image.width(), image.height()) && !self.circular_mask {
+            Cow::Borrowed(image)
+        } else {
+            let mut crop = image::imageops::crop_imm(image, x0, y0, cw, ch).to_image();
+            if self.circular_mask {
+                apply_circular_mask(&mut crop);
+            }
+            Cow::Owned(crop)
+        };
         let (dw, dh) = (self.spec.width, self.spec.height);
         let cached = match self.cached.take() {
             Some(c) if c.src == (cw, ch) => c,

@@ -67,21 +67,22 @@ fn resize_rgb_portable(src: &RgbImage, horizontal: &AxisWeights, vertical: &Axis
     let sw = src.width() as usize;
     let (dw, dh) = (horizontal.len(), vertical.len());
     let row_len = dw * 3;
-    let mut tmp = vec![0f64; src.height() as usize * row_len];
+    // Filled by pushing, not zeroed first: every value is written exactly once.
+    let mut tmp = Vec::with_capacity(src.height() as usize * row_len);
     // Each source pixel feeds several outputs: convert a row to f64 once.
     let mut row = vec![0f64; sw * 3];
-    for (src_row, tmp_row) in src.as_raw().chunks_exact(sw * 3).zip(tmp.chunks_exact_mut(row_len)) {
+    for src_row in src.as_raw().chunks_exact(sw * 3) {
         for (r, &p) in row.iter_mut().zip(src_row) {
             *r = f64::from(p);
         }
-        for ((start, weights), out) in horizontal.taps.iter().zip(tmp_row.chunks_exact_mut(3)) {
+        for (start, weights) in &horizontal.taps {
             let mut acc = [0f64; 3];
             for (p, w) in row[start * 3..].chunks_exact(3).zip(weights) {
                 acc[0] += p[0] * w;
                 acc[1] += p[1] * w;
                 acc[2] += p[2] * w;
             }
-            out.copy_from_slice(&acc);
+            tmp.extend_from_slice(&acc);
         }
     }
     let mut acc = vec![0f64; row_len];

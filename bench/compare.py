@@ -40,15 +40,15 @@ def share(r):
 
 
 paced_fps = next((r["paced"]["fps"] for _, r in rows if r.get("paced")), None)
-print(f"variant | threads | bare invoke p50 ms (before / after the run) | e2e fps | e2e/bare | latency p95 ms at {paced_fps:g} fps "
+print(f"variant | threads | bare invoke p50 ms (before / after the run) | bare invoke mean ms | e2e fps | e2e/bare | latency p95 ms at {paced_fps:g} fps "
       "(capture->PUBACK) | latency p95 ms saturated | CPU ms/frame | of which invoke / capture / inference other / rest "
       "| non-invoke CPU (vs bare) | peak RSS MB | ready ms")
-print("---|---|---|---|---|---|---|---|---|---|---|---")
+print("---|---|---|---|---|---|---|---|---|---|---|---|---")
 for label, r in rows:
     dropped = r["paced"]["dropped"] if r.get("paced") else 0
     ba = r.get("bare_p50_before_after_ms")
     drift = f" ({ba[0]:.2f} / {ba[1]:.2f})" if ba else ""
-    print(f"{label} | {r['threads']} | {r['bare_invoke_ms']['p50']:.2f}{drift} | {r['fps']:.1f} | {r['fps'] / r['bare_fps']:.3f} | "
+    print(f"{label} | {r['threads']} | {r['bare_invoke_ms']['p50']:.2f}{drift} | {1e3 / r['bare_fps']:.2f} | {r['fps']:.1f} | {r['fps'] / r['bare_fps']:.3f} | "
           f"{paced_p95(r):.1f}{f' ({dropped} dropped)' if dropped else ''} | {e2e_p95(r['stages_ms']):.1f} | "
           f"{r['cpu_ms_per_frame']:.2f} | {by(r)} | {share(r)} | {r['peak_rss_mb']:.1f} | {r['ready_ms']:.0f}")
 print()

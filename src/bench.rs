@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::{Config, ConfigOrigin, ModelConfig};
+use crate::cputime;
 use crate::engine::{self};
 use crate::preprocess::Preprocessor;
 use crate::source::{decode, directory};
@@ -103,15 +104,6 @@ pub struct BenchRow {
     pub paced: Option<PacedRun>,
 }
 
-/// CPU time (user + system) of this process so far.
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage fills the struct we pass; RUSAGE_SELF is always valid.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 /// A field of /proc/self/status in MB (VmRSS, VmHWM).
 fn proc_status_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -152,13 +144,13 @@ fn bare_invoke(model: &ModelConfig, first_image: &Path, invokes: usize) -> Resul
         engine.infer(&input)?;
     }
     let mut times = Vec::with_capacity(invokes);
-    let cpu0 = cpu_time();
+    let cpu0 = cputime::process();
     for _ in 0..invokes {
         let t = Instant::now();
         engine.infer(&input)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    let cpu = (cpu_time() - cpu0).as_secs_f64() * 1e3 / invokes as f64;
+    let cpu = (cputime::process() - cpu0).as_secs_f64() * 1e3 / invokes as f64;
     Ok((times, cpu))
 }
 
@@ -243,11 +235,11 @@ pub fn run(opts: &BenchOptions, runtime: &tokio::runtime::Runtime) -> Result<Vec
             .map_err(|e| BenchError::Setup(format!("cannot start the RSS sampler: {e}")))?
         };
         reset_peak_rss();
-        let cpu0 = cpu_time();
+        let cpu0 = cputime::process();
         let started = Instant::now();
         let stats = runtime.block_on(crate::daemon::run(ConfigOrigin::Embedded, config))?;
         let wall = started.elapsed();
-        let cpu = cpu_time() - cpu0;
+        let cpu = cputime::process() - cpu0;
         sampling.store(false, Ordering::Relaxed);
         let samples = sampler.join().unwrap_or_default();
         let steady = {

@@ -1,4 +1,4 @@
-//! CPU time per thread, so `lesiond bench` can say where a frame's CPU goes within one run
+//! CPU time of the process and per thread, so `lesiond bench` can say where a frame's CPU goes within one run
 //! instead of comparing the daemon with a bare-engine measurement taken minutes apart.
 //!
 //! Linux only (`/proc/self/task/*/schedstat`, nanoseconds); elsewhere every figure is zero.
@@ -14,6 +14,15 @@ pub fn this_thread() -> Duration {
         return Duration::ZERO;
     }
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// CPU time (user + system) of the whole process so far.
+pub fn process() -> Duration {
+    // SAFETY: getrusage fills the struct we pass; RUSAGE_SELF is always valid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// The calling thread's id.

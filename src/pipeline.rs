@@ -144,9 +144,10 @@ impl Pipeline {
                     let me = cputime::this_thread_id();
                     let workers_before = cputime::library_threads(me);
                     let mut classifier = classifier;
-                    inference_loop(&mut classifier, &queue, &out, &heartbeat, &station_id);
+                    let invoke_cpu = inference_loop(&mut classifier, &queue, &out, &heartbeat, &station_id);
                     // Counted before the classifier goes: its engine's worker threads go with it.
                     stats.add_cpu(|a| {
+                        a.invoke_caller += invoke_cpu;
                         a.inference_thread += cputime::this_thread();
                         a.engine_workers += cputime::library_threads_since(me, &workers_before);
                     });
@@ -263,14 +264,17 @@ struct InferenceOutputs<'a> {
     stats: &'a Stats,
 }
 
-fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out: &InferenceOutputs<'_>, heartbeat: &Heartbeat, station_id: &str) {
+/// Classifies, spools and logs frames until the queue closes. Returns this thread's CPU time
+/// inside the engine, for the CPU account.
+fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out: &InferenceOutputs<'_>, heartbeat: &Heartbeat, station_id: &str) -> Duration {
     let stats = out.stats;
+    let mut invoke_cpu = Duration::ZERO;
     loop {
         heartbeat.beat();
         let item = match queue.pop(Duration::from_millis(200)) {
             Pop::Item(item) => item,
             Pop::Empty => continue,
-            Pop::Closed => return,
+            Pop::Closed => return invoke_cpu,
         };
         stats.queue_depth.store(queue.len(), Ordering::Relaxed);
         let queue_wait = item.queued_at.elapsed();
@@ -283,7 +287,7 @@ fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out
             }
         };
         Stats::inc(&stats.classified);
-        stats.add_cpu(|a| a.invoke_caller += timings.inference_cpu);
+        invoke_cpu += timings.inference_cpu;
         let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
         let latency = LatencyMs {
             decode: ms(item.decode),

@@ -80,8 +80,6 @@ pub struct BenchRow {
     /// Its median just before and just after the daemon run.
     pub bare_p50_before_after_ms: [f64; 2],
     pub bare_cpu_ms_per_invoke: f64,
-    /// Mean of the bare invokes.
-    pub bare_invoke_mean_ms: f64,
     /// The bare engine's sustained rate: invokes / their total time (1000 / mean). A sustained
     /// rate, like the daemon's frames/s, so the two compare (1000 / p50 would ignore the slow
     /// invokes the daemon's figure includes: 5-10 % on this machine).
@@ -89,7 +87,7 @@ pub struct BenchRow {
     /// The daemon, per stage (publish = spooled to PUBACK).
     pub stages_ms: StageLatencies,
     pub fps: f64,
-    /// End-to-end throughput over the bare engine's (1 / invoke p50).
+    /// End-to-end throughput over the bare engine's (`bare_fps`).
     pub fps_over_bare: f64,
     pub cpu_ms_per_frame: f64,
     /// That CPU time by who spent it, measured per thread in the same run.
@@ -275,7 +273,6 @@ pub fn run(opts: &BenchOptions, runtime: &tokio::runtime::Runtime) -> Result<Vec
             threads,
             frames,
             bare_invoke_ms: bare,
-            bare_invoke_mean_ms: bare_mean,
             bare_p50_before_after_ms,
             bare_cpu_ms_per_invoke: bare_cpu,
             bare_fps,

@@ -1,5 +1,6 @@
-//! CPU time of the process and per thread, so `lesiond bench` can say where a frame's CPU goes within one run
-//! instead of comparing the daemon with a bare-engine measurement taken minutes apart.
+//! CPU time of the process and per thread, so `lesiond bench` can say where a frame's CPU goes
+//! within one run instead of comparing the daemon with a bare-engine measurement taken minutes
+//! apart.
 //!
 //! Linux only (`/proc/self/task/*/schedstat`, nanoseconds); elsewhere every figure is zero.
 

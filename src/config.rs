@@ -444,7 +444,7 @@ impl Config {
         if !dir.fps.is_finite() || dir.fps < 0.0 {
             return Err(format!("source.directory.fps = {}: use 0 (lossless) or more", dir.fps));
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+        if crate::logging::parse_filter(&self.log.level).is_err() {
             return Err(format!("log.level = {:?}: use error, warn, info, debug or trace", self.log.level));
         }
         let syn = &self.source.synthetic;

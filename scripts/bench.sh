@@ -28,7 +28,7 @@ for t in 1 2; do
   ./target/release/lesiond bench --json --frames "$frames" --threads "$t" --images "$images" --mqtt-port "$port" \
     | sed 's/^/lesiond-int8\t/' | tee -a "$out"
   ./target/release/lesiond bench --json --frames "$frames" --threads "$t" --images "$images" --mqtt-port "$port" \
-    --model models/lesion_mnv2_float.tflite --calibration models/calibration.json --xnnpack \
+    --model models/lesion_mnv2_float.tflite --calibration models/calibration.json --xnnpack true \
     | sed 's/^/lesiond-float-xnnpack\t/' | tee -a "$out"
   ORT_DYLIB_PATH=$ort_lib ./target/release/lesiond bench --json --frames "$frames" --threads "$t" --images "$images" --mqtt-port "$port" \
     --engine ort --model models/lesion_mnv2_int8_qdq.onnx --calibration models/calibration.json \

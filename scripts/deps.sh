@@ -2,7 +2,7 @@
 # Installs the system packages lesiond's build and tests need (Debian/Ubuntu), or says in one
 # line what to install. Sourced by scripts/demo.sh and scripts/test.sh.
 #   libclang-dev clang pkg-config : nokhwa's V4L2 bindings (bindgen)
-#   unzip                         : tflitec unpacks the TF Lite C library it ships
+#   unzip                         : scripts/tflite-c.sh unpacks the TF Lite C library (crate zip, wheel)
 #   mosquitto mosquitto-clients   : the MQTT broker and subscriber of the demo and the tests
 #   gcc libc6-dev                 : C code in the tree (ring, mozjpeg)
 #   nasm (x86_64 only)            : libjpeg-turbo's SIMD JPEG decoder (mozjpeg-sys builds it only
@@ -11,7 +11,10 @@ lesiond_deps() {
   command -v cargo >/dev/null || { echo "lesiond: install Rust 1.95 (rustup) first: https://rustup.rs"; return 1; }
   local simd=()
   [ "$(uname -m)" = x86_64 ] && simd=(nasm)
-  install_missing libclang-dev clang pkg-config unzip mosquitto mosquitto-clients gcc libc6-dev "${simd[@]}"
+  install_missing libclang-dev clang pkg-config unzip mosquitto mosquitto-clients gcc libc6-dev "${simd[@]}" || return 1
+  # The host's TF Lite C headers and library, where .cargo/config.toml tells tflitec to look.
+  source "$(dirname "${BASH_SOURCE[0]}")/tflite-c.sh"
+  tflite_c_prepare
 }
 
 # install_missing PACKAGE...: apt-get installs those not installed yet, as root or with

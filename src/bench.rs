@@ -74,6 +74,8 @@ pub struct PacedRun {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchRow {
     pub threads: u32,
+    /// What ran, as the bare engine reports it (library version, XNNPACK applied or not).
+    pub engine: crate::engine::EngineRuntime,
     pub frames: usize,
     /// The bare engine: invoke only (before and after the daemon run, together).
     pub bare_invoke_ms: Percentiles,
@@ -133,7 +135,7 @@ fn frame_folder(images: &Path, n: usize) -> Result<PathBuf, BenchError> {
 }
 
 /// The bare engine: invoke alone, on one real preprocessed frame.
-fn bare_invoke(model: &ModelConfig, first_image: &Path, invokes: usize) -> Result<(Vec<f64>, f64), BenchError> {
+fn bare_invoke(model: &ModelConfig, first_image: &Path, invokes: usize) -> Result<(Vec<f64>, f64, crate::engine::EngineRuntime), BenchError> {
     let mut engine = engine::open(model)?;
     let bytes = std::fs::read(first_image).map_err(|e| BenchError::Setup(e.to_string()))?;
     let image = decode::decode_image(&bytes).map_err(|e| BenchError::Setup(e.to_string()))?;
@@ -149,7 +151,7 @@ fn bare_invoke(model: &ModelConfig, first_image: &Path, invokes: usize) -> Resul
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let cpu = (cputime::process() - cpu0).as_secs_f64() * 1e3 / invokes as f64;
-    Ok((times, cpu))
+    Ok((times, cpu, engine.runtime()))
 }
 
 /// `fps` 0 is the lossless replay (as fast as the engine goes, nothing dropped); above 0 the
@@ -214,7 +216,7 @@ pub fn run(opts: &BenchOptions, runtime: &tokio::runtime::Runtime) -> Result<Vec
     for &threads in &opts.threads {
         let model = ModelConfig { threads, ..opts.model.clone() };
         let invokes = opts.frames.clamp(2, 200) / 2;
-        let (bare_before, bare_cpu_before) = bare_invoke(&model, &first, invokes)?;
+        let (bare_before, bare_cpu_before, engine) = bare_invoke(&model, &first, invokes)?;
 
         let config = daemon_config(opts, threads, &dir, 0.0)?;
         let _ = std::fs::remove_dir_all(dir.join("spool"));
@@ -261,7 +263,7 @@ pub fn run(opts: &BenchOptions, runtime: &tokio::runtime::Runtime) -> Result<Vec
             CpuPerFrame { invoke, capture, inference_other, rest: (cpu_ms_per_frame - invoke - capture - inference_other).max(0.0) }
         };
         let peak_rss_mb = proc_status_mb("VmHWM:");
-        let (bare_after, bare_cpu_after) = bare_invoke(&model, &first, invokes)?;
+        let (bare_after, bare_cpu_after, _) = bare_invoke(&model, &first, invokes)?;
         let bare_p50_before_after_ms = [percentiles(bare_before.clone()).p50, percentiles(bare_after.clone()).p50];
         let all_bare = [bare_before, bare_after].concat();
         let bare_mean = all_bare.iter().sum::<f64>() / all_bare.len().max(1) as f64;
@@ -271,6 +273,7 @@ pub fn run(opts: &BenchOptions, runtime: &tokio::runtime::Runtime) -> Result<Vec
         let paced = if opts.paced_fps > 0.0 { Some(paced_run(opts, threads, &dir, runtime)?) } else { None };
         rows.push(BenchRow {
             threads,
+            engine,
             frames,
             bare_invoke_ms: bare,
             bare_p50_before_after_ms,

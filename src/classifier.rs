@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::ModelConfig;
 use crate::cputime;
-use crate::engine::{self, Engine, EngineError, RawOutput};
+use crate::engine::{self, Engine, EngineError, EngineRuntime, RawOutput};
 use crate::labels::{Labels, LabelsError};
 use crate::postprocess::{self, CalibrationError, Classification};
 use crate::preprocess::{InputSpec, InputTensor};
@@ -22,6 +22,23 @@ pub struct ModelInfo {
     pub temperature: f32,
     #[serde(skip)]
     pub path: PathBuf,
+    pub status: EngineStatus,
+}
+
+/// The engine as it runs, and how long one warm-up invoke took at load (the first invoke pays
+/// for allocations and, with XNNPACK, packing the weights): shown by `lesiond check`, logged at
+/// start and published in `stats` and the `status` reply.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EngineStatus {
+    #[serde(flatten)]
+    pub runtime: EngineRuntime,
+    pub warmup_invoke_ms: f64,
+}
+
+impl std::fmt::Display for EngineStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}, warm-up invoke {:.1} ms", self.runtime, self.warmup_invoke_ms)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +92,10 @@ impl Classifier {
             hex::encode(Sha256::digest(&bytes))
         };
         let id = config.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let info = ModelInfo { id, sha256, engine: engine.describe(), temperature, path: config.path.clone() };
+        let mut engine = engine;
+        let warmup_invoke_ms = warm_up(engine.as_mut())?;
+        let status = EngineStatus { runtime: engine.runtime(), warmup_invoke_ms };
+        let info = ModelInfo { id, sha256, engine: engine.describe(), temperature, path: config.path.clone(), status };
         Ok(Self { engine, labels: Arc::new(labels), info })
     }
 
@@ -103,4 +123,18 @@ impl Classifier {
         let postprocess = started.elapsed();
         Ok((classification, raw, ClassifyTimings { inference, inference_cpu, postprocess }))
     }
+}
+
+/// One invoke on a blank input, timed: an engine that loads but cannot run is a start-up error,
+/// not a failure on the first real frame.
+fn warm_up(engine: &mut dyn Engine) -> Result<f64, EngineError> {
+    let spec = engine.input_spec();
+    let len = spec.width as usize * spec.height as usize * 3;
+    let input = match spec.dtype {
+        crate::preprocess::InputType::U8 { .. } => InputTensor::U8(vec![0; len]),
+        crate::preprocess::InputType::F32 => InputTensor::F32(vec![0.0; len]),
+    };
+    let started = Instant::now();
+    engine.infer(&input)?;
+    Ok(started.elapsed().as_secs_f64() * 1000.0)
 }

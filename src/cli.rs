@@ -42,6 +42,8 @@ struct ImageFailure {
 /// otherwise. Returns how many images failed.
 pub fn classify(model: &ModelConfig, images: &[PathBuf], json: bool) -> Result<usize, crate::classifier::ClassifierError> {
     let mut classifier = Classifier::load(model)?;
+    // On stderr, so that --json output stays one object per image.
+    eprintln!("lesiond: {}", classifier.info().status);
     let mut preprocessor = Preprocessor::new(classifier.input_spec(), false);
     let labels = classifier.labels().clone();
     let model_id = classifier.info().id.clone();
@@ -119,6 +121,7 @@ pub fn check(config: &Config) -> bool {
         Ok(c) => {
             let info = c.info();
             report(true, "model", &format!("{} sha256 {} T={}", info.engine, info.sha256, info.temperature));
+            report(true, "engine", &info.status.to_string());
         }
         Err(e) => all_ok &= report(false, "model", &e.to_string()),
     }

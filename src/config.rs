@@ -167,9 +167,11 @@ pub struct ModelConfig {
     pub calibration: Option<PathBuf>,
     #[serde(default = "default_threads")]
     pub threads: u32,
-    /// Run the model through TF Lite's XNNPACK delegate (much faster for float32 models, no
-    /// help for int8). Needs a build with the `xnnpack` feature.
-    #[serde(default)]
+    /// Run the model through TF Lite's XNNPACK delegate. Default: on in aarch64 builds with the
+    /// `xnnpack` feature (the Pi's TF Lite 2.20 runs the int8 model with it), off elsewhere (the
+    /// x86_64 TF Lite 2.6 library speeds up float32 models only). If the delegate cannot be
+    /// applied the engine says so and runs the built-in kernels.
+    #[serde(default = "default_xnnpack")]
     pub xnnpack: bool,
     /// `libonnxruntime.so` for the `ort` engine; default `$ORT_DYLIB_PATH`, else the file next
     /// to the executable (scripts/onnxruntime.sh puts one there).
@@ -182,6 +184,9 @@ fn default_engine() -> EngineKind {
 }
 fn default_threads() -> u32 {
     2
+}
+fn default_xnnpack() -> bool {
+    cfg!(all(target_arch = "aarch64", feature = "xnnpack"))
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -64,6 +64,7 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
     let classifier = Classifier::load(&config.model)?;
     let info = classifier.info().clone();
     tracing::info!(model = %info.id, sha256 = %info.sha256, temperature = info.temperature, "{}", info.engine);
+    tracing::info!(model = %info.id, "{}", info.status);
     let spool = Arc::new(Spool::open(&config.spool)?);
 
     let stats = Arc::new(Stats::default());

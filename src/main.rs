@@ -39,6 +39,10 @@ enum Command {
         calibration: Option<PathBuf>,
         #[arg(long)]
         threads: Option<u32>,
+        /// TF Lite's XNNPACK delegate, true or false (default: the embedded configuration's,
+        /// on in aarch64 builds).
+        #[arg(long)]
+        xnnpack: Option<bool>,
         /// One JSON object per image.
         #[arg(long)]
         json: bool,
@@ -69,9 +73,10 @@ enum Command {
         labels: Option<PathBuf>,
         #[arg(long)]
         calibration: Option<PathBuf>,
-        /// Use TF Lite's XNNPACK delegate (float models; needs the `xnnpack` feature).
+        /// TF Lite's XNNPACK delegate, true or false (default: the embedded configuration's, on
+        /// in aarch64 builds; needs the `xnnpack` feature).
         #[arg(long)]
-        xnnpack: bool,
+        xnnpack: Option<bool>,
         /// The engine for --model (default: the embedded config's, tflite).
         #[arg(long, value_parser = cli::parse_engine)]
         engine: Option<lesiond::config::EngineKind>,
@@ -146,12 +151,15 @@ fn run(args: Args) -> Result<ExitCode, ExitCode> {
                 }
             }
         }
-        Command::Classify { model, engine, labels, calibration, threads, json, images } => {
+        Command::Classify { model, engine, labels, calibration, threads, xnnpack, json, images } => {
             let base = load_config(&ConfigOrigin::Embedded)?;
             logging::init(&base.log, true);
             let mut model = cli::model_for_classify(&base.model, model.as_deref(), labels.as_deref(), calibration.as_deref(), threads);
             if let Some(engine) = engine {
                 model.engine = engine;
+            }
+            if let Some(xnnpack) = xnnpack {
+                model.xnnpack = xnnpack;
             }
             match cli::classify(&model, &images, json) {
                 Ok(0) => Ok(ExitCode::SUCCESS),
@@ -179,7 +187,9 @@ fn run(args: Args) -> Result<ExitCode, ExitCode> {
             let base = load_config(&ConfigOrigin::Embedded)?;
             logging::init(&lesiond::config::LogConfig { level: "warn".into(), ..base.log.clone() }, true);
             let mut model = cli::model_for_classify(&base.model, model.as_deref(), labels.as_deref(), calibration.as_deref(), None);
-            model.xnnpack = xnnpack;
+            if let Some(xnnpack) = xnnpack {
+                model.xnnpack = xnnpack;
+            }
             if let Some(engine) = engine {
                 model.engine = engine;
             }
@@ -202,7 +212,10 @@ fn run(args: Args) -> Result<ExitCode, ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Ok(rows) => {
-                    println!("model {} ({:?}{}), {} frames", opts.model.path.display(), opts.model.engine, if opts.model.xnnpack { ", XNNPACK" } else { "" }, opts.frames);
+                    println!("model {}, {} frames", opts.model.path.display(), opts.frames);
+                    for r in &rows {
+                        println!("{} threads: {}", r.threads, r.engine);
+                    }
                     print!("{}", lesiond::bench::table(&rows));
                     Ok(ExitCode::SUCCESS)
                 }

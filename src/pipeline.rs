@@ -91,7 +91,7 @@ impl Pipeline {
     /// anything starts (and a reload keeps the old pipeline when the new model is bad).
     pub fn start(config: &Config, classifier: Classifier, outputs: Outputs) -> Result<Pipeline, source::SourceError> {
         let Outputs { spool, frames, stats, control } = outputs;
-        stats.set_model_id(&classifier.info().id);
+        stats.set_model(classifier.info());
         let exit_when_done = config.source.directory.exit_when_done;
         let preprocessor = Preprocessor::new(classifier.input_spec(), config.preprocess.circular_mask);
         let queue = Arc::new(FrameQueue::new(config.pipeline.queue_capacity));

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::classifier::{EngineStatus, ModelInfo};
 use crate::publish::payload::LatencyMs;
 
 /// How many recent frames the latency percentiles are computed over.
@@ -37,7 +38,7 @@ pub struct Stats {
     latencies: Mutex<VecDeque<LatencyMs>>,
     /// Spooled to acknowledged by the broker, ms.
     publish_latencies: Mutex<VecDeque<f64>>,
-    model_id: Mutex<String>,
+    model: Mutex<(String, Option<EngineStatus>)>,
     /// From the start of `lesiond run` to READY.
     ready_after: Mutex<Option<std::time::Duration>>,
     /// Where the pipeline threads' CPU went, filled in as they end.
@@ -73,7 +74,7 @@ impl Default for Stats {
             queue_depth: AtomicUsize::new(0),
             latencies: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
             publish_latencies: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
-            model_id: Mutex::new(String::new()),
+            model: Mutex::new((String::new(), None)),
             ready_after: Mutex::new(None),
             cpu: Mutex::new(CpuAccount::default()),
         }
@@ -106,6 +107,9 @@ pub struct StageLatencies {
 pub struct Snapshot {
     pub uptime_s: u64,
     pub model_id: String,
+    /// The engine as it runs (library version, threads, XNNPACK, warm-up invoke).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineStatus>,
     pub frames_captured: u64,
     pub frames_classified: u64,
     pub frames_dropped: u64,
@@ -160,8 +164,8 @@ impl Stats {
         *self.cpu.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn set_model_id(&self, id: &str) {
-        *self.model_id.lock().unwrap_or_else(|p| p.into_inner()) = id.to_string();
+    pub fn set_model(&self, info: &ModelInfo) {
+        *self.model.lock().unwrap_or_else(|p| p.into_inner()) = (info.id.clone(), Some(info.status.clone()));
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -178,9 +182,11 @@ impl Stats {
                 publish: percentiles(self.publish_latencies.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()),
             }
         };
+        let (model_id, engine) = self.model.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Snapshot {
             uptime_s: self.started.elapsed().as_secs(),
-            model_id: self.model_id.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            model_id,
+            engine,
             frames_captured: Self::get(&self.captured),
             frames_classified: Self::get(&self.classified),
             frames_dropped: Self::get(&self.dropped),

@@ -189,6 +189,17 @@ fn commands_pause_capture_resume_status_and_refuse_bad_input() {
     assert!(stats["spool"]["depth"].is_u64());
     assert_schema("stats", &stats);
     assert!(stats["latency_ms"]["inference"]["p95"].as_f64().is_some_and(|p| p > 0.0), "{stats}");
+    // What runs, as the engine reports it (the test build has no `xnnpack` feature; on x86_64
+    // it links TF Lite 2.6).
+    let engine = &stats["engine"];
+    assert_eq!(engine["engine"], "tflite", "{stats}");
+    assert!(engine["library"].as_str().is_some_and(|l| l.starts_with("TF Lite 2.")), "{stats}");
+    if cfg!(target_arch = "x86_64") {
+        assert_eq!(engine["library"], "TF Lite 2.6.0", "{stats}");
+    }
+    assert_eq!(engine["xnnpack"], serde_json::json!({"requested": false, "applied": false}), "{stats}");
+    assert!(engine["warmup_invoke_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{stats}");
+    assert_eq!(status["state"]["engine"], *engine, "the status reply says the same");
     daemon.signal("-TERM");
     assert!(daemon.wait(Duration::from_secs(8)).expect("exits").success());
 }

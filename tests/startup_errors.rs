@@ -76,3 +76,18 @@ fn check_reports_what_is_wrong() {
     assert!(!out.status.success());
     assert!(text.contains("FAIL model") && text.contains("FAIL mqtt") && text.contains("ok   source"), "{text}");
 }
+
+#[test]
+fn check_reports_what_the_engine_runs() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let path = write_file(work.path(), "c.toml", &cfg(SOURCE));
+    let out = lesiond().args(["check", "--config"]).arg(&path).output().expect("check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // From the engine itself: the library's TfLiteVersion(), threads, the delegate, one timed
+    // invoke (the test build has no `xnnpack` feature; on x86_64 it links TF Lite 2.6).
+    let line = text.lines().find(|l| l.starts_with("ok   engine: ")).unwrap_or_else(|| panic!("no engine line: {text}"));
+    assert!(line.contains("engine tflite, TF Lite 2.") && line.contains(", 1 thread, XNNPACK off, warm-up invoke "), "{line}");
+    if cfg!(target_arch = "x86_64") {
+        assert!(line.contains("TF Lite 2.6.0"), "{line}");
+    }
+}

@@ -36,6 +36,47 @@ pub enum EngineError {
     NotBuilt(EngineKind),
 }
 
+/// How a loaded engine runs, as the engine itself reports it: for `lesiond check`, the start-up
+/// log and the `stats` / `cmd/status` payloads (so a clinic's IT sees what its Pi really runs).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EngineRuntime {
+    /// `tflite`, `tract` or `ort`.
+    pub engine: &'static str,
+    /// The inference library and its version, e.g. `TF Lite 2.20.0-dev0+selfbuilt`.
+    pub library: String,
+    pub threads: u32,
+    /// The TF Lite engine's XNNPACK delegate; `None` for the other engines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xnnpack: Option<XnnpackStatus>,
+}
+
+impl std::fmt::Display for EngineRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plural = if self.threads == 1 { "" } else { "s" };
+        write!(f, "engine {}, {}, {} thread{plural}", self.engine, self.library, self.threads)?;
+        match &self.xnnpack {
+            Some(x) if x.applied => write!(f, ", XNNPACK applied"),
+            Some(x) if x.requested => {
+                write!(f, ", XNNPACK NOT applied: {}", x.fallback_reason.as_deref().unwrap_or("unknown reason"))
+            }
+            Some(_) => write!(f, ", XNNPACK off"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether the XNNPACK delegate was asked for and whether the interpreter runs with it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct XnnpackStatus {
+    pub requested: bool,
+    /// The delegate was created and the interpreter was built with it (TF Lite refuses to build
+    /// an interpreter whose delegate fails to take the graph).
+    pub applied: bool,
+    /// Why it was requested but not applied: the engine then runs TF Lite's built-in kernels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+}
+
 /// A loaded network, ready to classify one frame at a time. Not shared between threads: the
 /// pipeline owns it on its inference thread.
 pub trait Engine: Send {
@@ -46,6 +87,8 @@ pub trait Engine: Send {
     fn infer(&mut self, input: &InputTensor) -> Result<RawOutput, EngineError>;
     /// A short description for logs and `lesiond check`.
     fn describe(&self) -> String;
+    /// Engine, library version, threads and accelerator, from the engine's own state.
+    fn runtime(&self) -> EngineRuntime;
 }
 
 /// Loads the configured model with the configured engine.

@@ -156,6 +156,15 @@ impl Engine for OrtEngine {
             self.library.display()
         )
     }
+
+    fn runtime(&self) -> super::EngineRuntime {
+        super::EngineRuntime {
+            engine: "ort",
+            library: format!("ONNX Runtime ({})", self.library.display()),
+            threads: self.threads,
+            xnnpack: None,
+        }
+    }
 }
 
 // Tests: tests/engines_agree.rs (agreement with TF Lite on real images, errors on wrong input).

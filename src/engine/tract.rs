@@ -96,6 +96,10 @@ impl Engine for TractEngine {
             self.classes
         )
     }
+
+    fn runtime(&self) -> super::EngineRuntime {
+        super::EngineRuntime { engine: "tract", library: "tract-onnx 0.23.9".into(), threads: 1, xnnpack: None }
+    }
 }
 
 // Tests: tests/engines_agree.rs (agreement with TF Lite on real images, errors on wrong input).

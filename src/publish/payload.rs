@@ -162,6 +162,10 @@ mod tests {
             engine: "tflite".into(),
             temperature: 1.0,
             path: "m.tflite".into(),
+            status: crate::classifier::EngineStatus {
+                runtime: crate::engine::EngineRuntime { engine: "tflite", library: "TF Lite 2.6.0".into(), threads: 1, xnnpack: None },
+                warmup_invoke_ms: 1.0,
+            },
         };
         let classification =
             crate::postprocess::classify(&RawOutput::F32(vec![0.0, 0.0, 0.0, 0.0, 3.0, 1.0, 0.0]), 1.0);

@@ -18,6 +18,7 @@ pub mod config;
 pub mod cputime;
 pub mod daemon;
 pub mod engine;
+pub mod fault;
 pub mod frame;
 pub mod labels;
 pub mod logging;

@@ -30,3 +30,4 @@ pub mod queue;
 pub mod source;
 pub mod spool;
 pub mod stats;
+pub mod supervision;

@@ -1,6 +1,7 @@
 //! Bounded input and memory, and no blocking of the MQTT link: a JPEG whose header claims
 //! 60000x60000 pixels, a broker frozen for 20 s under load, and a spool whose fsync takes
-//! seconds. Peak RSS is the daemon's own (getrusage, printed in its `stopped:` line).
+//! seconds. Peak RSS is the daemon's own (VmHWM from /proc/self/status, printed in its `stopped:` line;
+//! not getrusage, which keeps the test process's peak across fork + exec).
 
 mod common;
 

@@ -247,7 +247,11 @@ async fn reload(origin: &ConfigOrigin, config: &mut Config, pipeline: &mut Pipel
             );
         }
         let model = applied.model.clone();
-        let classifier = blocking_feeding_watchdog(move || Classifier::load(&model), watchdog).await??;
+        let load = move || {
+            crate::fault::before_reload_model_load(); // test-only: a slow load
+            Classifier::load(&model)
+        };
+        let classifier = blocking_feeding_watchdog(load, watchdog).await??;
         // Stop the old pipeline (finishing its frames) before the new one opens the camera.
         let old = std::mem::replace(pipeline, Pipeline::idle());
         blocking_feeding_watchdog(move || old.stop_and_join(Duration::from_secs(30)), watchdog).await?;

@@ -11,6 +11,7 @@
 //! | `capture-panic:N` | the capture thread panics after delivering N frames |
 //! | `publisher-panic:N` | the publisher task panics after N PUBACKs of results |
 //! | `spool-fsync-delay-ms:N` | every spool fsync takes N ms longer (a slow SD card) |
+//! | `reload-model-delay-ms:N` | loading the model for a reload takes N ms longer (a big model on an SD card) |
 //!
 //! Unset (always, in production) every check is a compare against `None`.
 
@@ -28,6 +29,7 @@ pub enum Fault {
     CapturePanic(u64),
     PublisherPanic(u64),
     SpoolFsyncDelay(Duration),
+    ReloadModelDelay(Duration),
 }
 
 /// The configured fault, if any (parsed once).
@@ -54,6 +56,7 @@ fn parse(text: &str) -> Option<Fault> {
         "capture-panic" => Fault::CapturePanic(n),
         "publisher-panic" => Fault::PublisherPanic(n),
         "spool-fsync-delay-ms" => Fault::SpoolFsyncDelay(Duration::from_millis(n)),
+        "reload-model-delay-ms" => Fault::ReloadModelDelay(Duration::from_millis(n)),
         _ => return None,
     })
 }
@@ -95,6 +98,13 @@ pub fn fsync_delay() -> Option<Duration> {
     match get() {
         Some(Fault::SpoolFsyncDelay(d)) => Some(d),
         _ => None,
+    }
+}
+
+/// Before a reload loads its model: sleeps if so configured.
+pub fn before_reload_model_load() {
+    if let Some(Fault::ReloadModelDelay(d)) = get() {
+        std::thread::sleep(d);
     }
 }
 

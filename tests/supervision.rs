@@ -139,3 +139,33 @@ fn a_hung_engine_stops_the_watchdog_and_exits_non_zero() {
     assert!(received.iter().any(|t| t.contains("READY=1")) && received.iter().any(|t| t.contains("STOPPING=1")), "{received:?}");
     eprintln!("hang: {} watchdog pings before the hang, none in the last {:.1} s before it gave up", pings.len(), silent.as_secs_f64());
 }
+
+#[test]
+fn a_reload_feeds_the_watchdog_while_it_loads_the_model() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let notify = NotifySocket::bind(work.path());
+    let socket = notify.path.to_str().expect("utf8").to_string();
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker, "lesiond/#");
+    let config = write_file(work.path(), "c.toml", &config_text("reloadwd", broker.port, SYNTHETIC, work.path()));
+    // A 1.2 s watchdog, and a reload whose model load takes 4 s.
+    let env = [("NOTIFY_SOCKET", socket.as_str()), ("WATCHDOG_USEC", "1200000"), ("LESIOND_TEST_FAULT", "reload-model-delay-ms:4000")];
+    let mut daemon = Daemon::start(&config, &env, work.path());
+    assert!(wait_until(Duration::from_secs(20), || sub.on("reloadwd/classification").len() >= 2), "{}", daemon.log_text());
+    daemon.signal("-HUP");
+    assert!(wait_until(Duration::from_secs(20), || daemon.log_text().contains("configuration reloaded")), "{}", daemon.log_text());
+    let received = notify.received.lock().expect("lock").clone();
+    let at = |what: &str| received.iter().rev().find(|(_, t)| t.contains(what)).map(|(at, _)| *at);
+    let reloading = at("RELOADING=1").expect("RELOADING=1");
+    let ready = received.iter().find(|(when, t)| *when > reloading && t.contains("READY=1")).map(|(at, _)| *at).expect("READY=1 after the reload");
+    assert!(ready.duration_since(reloading) >= Duration::from_secs(4), "the reload took the injected 4 s");
+    let pings: Vec<Instant> = notify.watchdog_pings().into_iter().filter(|p| *p > reloading && *p < ready).collect();
+    let mut gaps = vec![pings.first().map_or(Duration::MAX, |p| p.duration_since(reloading))];
+    gaps.extend(pings.windows(2).map(|w| w[1].duration_since(w[0])));
+    gaps.push(pings.last().map_or(Duration::MAX, |p| ready.duration_since(*p)));
+    let worst = gaps.iter().max().copied().unwrap_or(Duration::MAX);
+    assert!(worst < Duration::from_millis(1200), "the watchdog went {worst:?} without a ping during the reload ({} pings)", pings.len());
+    daemon.signal("-TERM");
+    assert!(daemon.wait(Duration::from_secs(10)).expect("exits").success());
+    eprintln!("reload with a 4 s model load: {} watchdog pings during it, longest gap {:.2} s (watchdog 1.2 s)", pings.len(), worst.as_secs_f64());
+}

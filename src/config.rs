@@ -64,6 +64,26 @@ pub struct SourceConfig {
     pub directory: DirectoryConfig,
     #[serde(default)]
     pub synthetic: SyntheticConfig,
+    /// Frames (files, camera frames) whose header claims more pixels than this are skipped
+    /// before decoding, and counted (`frames_skipped_too_large`).
+    #[serde(default = "default_max_frame_pixels")]
+    pub max_frame_pixels: u64,
+    /// Files and camera frames larger than this many bytes are skipped unread, and counted.
+    #[serde(default = "default_max_frame_bytes")]
+    pub max_frame_bytes: u64,
+}
+
+fn default_max_frame_pixels() -> u64 {
+    crate::source::decode::DecodeLimits::default().max_pixels
+}
+fn default_max_frame_bytes() -> u64 {
+    crate::source::decode::DecodeLimits::default().max_bytes
+}
+
+impl SourceConfig {
+    pub fn decode_limits(&self) -> crate::source::decode::DecodeLimits {
+        crate::source::decode::DecodeLimits { max_pixels: self.max_frame_pixels, max_bytes: self.max_frame_bytes }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -194,11 +214,15 @@ fn default_xnnpack() -> bool {
 pub struct PipelineConfig {
     /// Frames waiting for inference; when full the oldest is dropped (and counted).
     pub queue_capacity: usize,
+    /// A pipeline stage (capture, inference) or the publisher that makes no progress for this
+    /// long is stuck: the systemd watchdog is no longer fed and the daemon exits non-zero
+    /// (after publishing what it can) so that it is restarted.
+    pub stall_timeout_secs: u64,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { queue_capacity: 2 }
+        Self { queue_capacity: 2, stall_timeout_secs: 60 }
     }
 }
 
@@ -334,7 +358,59 @@ impl std::fmt::Display for ConfigOrigin {
     }
 }
 
+/// The part of the configuration a reload (SIGHUP, `cmd/reload`) applies: what the pipeline
+/// is built from, rebuilt on every reload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reloadable {
+    pub source: SourceConfig,
+    pub preprocess: PreprocessConfig,
+    pub model: ModelConfig,
+    pub pipeline: PipelineConfig,
+}
+
+/// The part only a restart changes: the MQTT connection and its topics (station id, frames
+/// publishing included), the spool and logging are set up once at start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestartOnly {
+    pub station: StationConfig,
+    pub mqtt: MqttConfig,
+    pub spool: SpoolConfig,
+    pub log: LogConfig,
+}
+
 impl Config {
+    pub fn split(self) -> (RestartOnly, Reloadable) {
+        let Config { station, source, preprocess, model, pipeline, mqtt, spool, log } = self;
+        (RestartOnly { station, mqtt, spool, log }, Reloadable { source, preprocess, model, pipeline })
+    }
+
+    pub fn join(restart: RestartOnly, reload: Reloadable) -> Config {
+        let (RestartOnly { station, mqtt, spool, log }, Reloadable { source, preprocess, model, pipeline }) = (restart, reload);
+        Config { station, source, preprocess, model, pipeline, mqtt, spool, log }
+    }
+
+    /// What a reload to `new` applies: `new`'s reloadable part with this configuration's
+    /// restart-only part, and the restart-only sections `new` asked to change (kept as they
+    /// are until the next restart).
+    pub fn reloaded(&self, new: Config) -> (Config, Vec<&'static str>) {
+        let (restart, reload) = new.split();
+        let mut ignored = Vec::new();
+        if restart.station != self.station {
+            ignored.push("[station]");
+        }
+        if restart.mqtt != self.mqtt {
+            ignored.push("[mqtt]");
+        }
+        if restart.spool != self.spool {
+            ignored.push("[spool]");
+        }
+        if restart.log != self.log {
+            ignored.push("[log]");
+        }
+        let (current, _) = self.clone().split();
+        (Config::join(current, reload), ignored)
+    }
+
     /// Loads from `origin`, then applies `LESIOND_*` overrides from the process environment.
     pub fn load(origin: &ConfigOrigin) -> Result<Config, ConfigError> {
         let text = match origin {
@@ -431,6 +507,15 @@ impl Config {
         }
         if self.mqtt.keep_alive_secs < 5 {
             return Err("mqtt.keep_alive_secs must be at least 5".into());
+        }
+        if self.pipeline.stall_timeout_secs == 0 {
+            return Err("pipeline.stall_timeout_secs must be at least 1".into());
+        }
+        if self.source.max_frame_pixels < 64 {
+            return Err("source.max_frame_pixels must be at least 64".into());
+        }
+        if self.source.max_frame_bytes < 1024 {
+            return Err("source.max_frame_bytes must be at least 1024".into());
         }
         if self.pipeline.queue_capacity == 0 {
             return Err("pipeline.queue_capacity must be at least 1".into());
@@ -554,6 +639,24 @@ mod tests {
         // The password is never printed.
         let c = load(&local, &[("LESIOND_MQTT__PASSWORD", "hunter2")]).expect("loads");
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_reload_applies_only_the_reloadable_part() {
+        let running = load(DEMO_TOML, &[]).expect("loads");
+        let new = load(
+            DEMO_TOML,
+            &[("LESIOND_STATION__ID", "renamed"), ("LESIOND_MQTT__PUBLISH_FRAMES", "true"), ("LESIOND_SOURCE__SYNTHETIC__FPS", "9"), ("LESIOND_PIPELINE__QUEUE_CAPACITY", "5")],
+        )
+        .expect("loads");
+        let (applied, ignored) = running.reloaded(new);
+        assert_eq!(ignored, ["[station]", "[mqtt]"]);
+        assert_eq!(applied.station, running.station, "station.id needs a restart");
+        assert_eq!(applied.mqtt, running.mqtt, "mqtt.publish_frames needs a restart");
+        assert_eq!(applied.source.synthetic.fps, 9.0);
+        assert_eq!(applied.pipeline.queue_capacity, 5);
+        let (same, none) = running.reloaded(running.clone());
+        assert_eq!((same, none.len()), (running, 0));
     }
 
     mod fuzz {

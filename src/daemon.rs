@@ -1,5 +1,6 @@
 //! `lesiond run`: wires the stages together and owns the process lifecycle — start-up, systemd
-//! readiness and watchdog, reloads (SIGHUP or the `reload` command) and graceful shutdown.
+//! readiness and watchdog, supervision of the threads and the publisher task, reloads (SIGHUP or
+//! the `reload` command) and graceful shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use crate::publish::{self, CommandReply, DaemonRequest, FrameImage, LinkError, M
 use crate::source::SourceError;
 use crate::spool::{Spool, SpoolError};
 use crate::stats::Stats;
+use crate::supervision::panic_message;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -32,6 +34,9 @@ pub enum DaemonError {
     Mqtt(#[from] LinkError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// A thread or task failed while running (its cause): exit non-zero so systemd restarts us.
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// What the running pipeline is wired to; kept across reloads.
@@ -54,8 +59,18 @@ impl Wiring {
     }
 }
 
+/// How the main loop ended, and whether the pipeline threads may be stuck.
+struct Ending {
+    end: PipelineEnd,
+    /// A stage made no progress: do not wait long for its thread.
+    stalled: bool,
+    /// The publisher task has already ended (and must not be awaited again).
+    publisher_gone: bool,
+}
+
 /// Runs until SIGTERM/SIGINT, or until a finite source is done when `exit_when_done` is set.
-/// Returns the run's counters.
+/// Returns the run's counters; `Err(DaemonError::Failed)` when a thread or task failed, so that
+/// the process exits non-zero and systemd restarts it.
 pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>, DaemonError> {
     let entered = std::time::Instant::now();
     // Signals first, so a SIGTERM during a slow start-up is not lost.
@@ -72,7 +87,8 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
     let (frames_tx, frames_rx) = mpsc::channel(4);
     let (requests_tx, mut requests) = mpsc::channel(4);
     let shared = Shared { stats: stats.clone(), spool: spool.clone(), control: control.clone() };
-    let publisher = publish::start(&config, shared, frames_rx, requests_tx)?;
+    // Task: the publisher (tokio). Threads: capture and inference (std), started by the pipeline.
+    let mut publisher = publish::start(&config, shared, frames_rx, requests_tx)?;
     let wiring = Wiring { spool, frames: frames_tx, stats: stats.clone(), control };
     let mut pipeline = wiring.start(&config, classifier)?;
 
@@ -81,7 +97,7 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
     // systemd while the broker is away.
     let mut connected = publisher.connected.clone();
     let ready_timeout = Duration::from_secs(config.mqtt.ready_timeout_secs);
-    let broker_up = tokio::time::timeout(ready_timeout, connected.wait_for(|c| *c)).await.is_ok();
+    let broker_up = tokio::time::timeout(ready_timeout, connected.wait_for(|c| *c)).await.is_ok_and(|r| r.is_ok());
     let status = if broker_up {
         "running".to_string()
     } else {
@@ -91,106 +107,168 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
     stats.set_ready_after(entered.elapsed());
     tracing::info!(station = %config.station.id, ready_ms = entered.elapsed().as_millis() as u64, "ready: {status}");
 
-    // The watchdog is fed only while the inference thread turns over: a stuck engine gets the
-    // service restarted by systemd.
+    // Supervision. The loop ends on a signal; on the pipeline's own end (a finished batch, or a
+    // failure its threads reported); on the publisher task's end (never expected while
+    // running); or on a stall: a thread or task whose heartbeat is older than
+    // pipeline.stall_timeout_secs. The systemd watchdog is fed only while capture, inference
+    // and the publisher all beat within the watchdog interval.
     let watchdog = sd_notify::watchdog_enabled();
-    let mut watchdog_tick = tokio::time::interval(watchdog.map(|w| w / 3).unwrap_or(Duration::from_secs(3600)));
+    let check_every = watchdog.map_or(Duration::from_secs(1), |w| (w / 3).min(Duration::from_secs(1)));
+    let mut supervise_tick = tokio::time::interval(check_every);
 
-    let end = loop {
+    let ending = loop {
         tokio::select! {
             signal = signals.next() => match signal {
                 Some(SIGHUP) => {
-                    let result = reload(&origin, &mut config, &mut pipeline, &wiring).await;
-                    if let Err(e) = result {
+                    if let Err(e) = reload(&origin, &mut config, &mut pipeline, &wiring, watchdog).await {
                         tracing::error!("reload rejected, keeping the running configuration: {e}");
                     }
                 }
                 Some(sig) => {
                     tracing::info!(signal = sig, "shutting down: finishing frames in flight");
-                    break PipelineEnd::Stopped;
+                    break Ending { end: PipelineEnd::Stopped, stalled: false, publisher_gone: false };
                 }
-                None => break PipelineEnd::Stopped,
+                None => break Ending { end: PipelineEnd::Stopped, stalled: false, publisher_gone: false },
             },
             Some(DaemonRequest::Reload { request_id }) = requests.recv() => {
-                let result = reload(&origin, &mut config, &mut pipeline, &wiring).await;
+                let result = reload(&origin, &mut config, &mut pipeline, &wiring, watchdog).await;
                 if let Err(e) = &result {
                     tracing::error!("reload rejected, keeping the running configuration: {e}");
                 }
-                let reply = CommandReply { name: CommandName::Reload, request_id, result: result.map_err(|e| e.to_string()) };
+                let reply = CommandReply { name: CommandName::Reload, request_id, result: result.map(|_| ()).map_err(|e| e.to_string()) };
                 let _ = publisher.replies.send(reply).await;
             }
-            end = pipeline.ended() => break end,
-            _ = watchdog_tick.tick(), if watchdog.is_some() => {
-                let limit = watchdog.unwrap_or_default();
-                if pipeline.heartbeat.age() < limit {
-                    notify(&[NotifyState::Watchdog]);
-                } else {
-                    tracing::error!("inference thread stuck for {:?}; withholding the watchdog ping", pipeline.heartbeat.age());
+            end = pipeline.ended() => break Ending { end, stalled: false, publisher_gone: false },
+            joined = &mut publisher.task => {
+                let cause = match joined {
+                    Ok(()) => "the publisher task ended unexpectedly".to_string(),
+                    Err(e) if e.is_panic() => format!("publisher task panicked: {}", panic_message(&*e.into_panic())),
+                    Err(e) => format!("publisher task failed: {e}"),
+                };
+                break Ending { end: PipelineEnd::Failed(cause), stalled: false, publisher_gone: true };
+            }
+            _ = supervise_tick.tick() => {
+                if pipeline.is_idle() {
+                    break Ending { end: PipelineEnd::Failed("no pipeline is running after a failed reload".into()), stalled: false, publisher_gone: false };
+                }
+                let limit = Duration::from_secs(config.pipeline.stall_timeout_secs);
+                let publisher_age = publisher.heartbeat.age();
+                let stuck = pipeline.stalled(limit).or((publisher_age >= limit).then_some(("publisher task", publisher_age)));
+                if let Some((who, age)) = stuck {
+                    let cause = format!("the {who} made no progress for {:.1} s (pipeline.stall_timeout_secs = {})", age.as_secs_f64(), limit.as_secs());
+                    break Ending { end: PipelineEnd::Failed(cause), stalled: true, publisher_gone: false };
+                }
+                if let Some(limit) = watchdog {
+                    match pipeline.stalled(limit).or((publisher_age >= limit).then_some(("publisher task", publisher_age))) {
+                        None => notify(&[NotifyState::Watchdog]),
+                        Some((who, age)) => tracing::error!("{who} stuck for {age:?}; withholding the watchdog ping"),
+                    }
                 }
             }
         }
     };
 
     notify(&[NotifyState::Stopping]);
+    let Ending { end, stalled, publisher_gone } = ending;
+    if let PipelineEnd::Failed(cause) = &end {
+        tracing::error!("failing: {cause}; publishing what can be published, then exiting non-zero");
+    }
     // Graceful shutdown, in pipeline order:
-    // 1. on a signal the publisher gets a deadline; a finished batch waits for every PUBACK;
+    // 1. on a signal or a failure the publisher gets a deadline; a finished batch waits for
+    //    every PUBACK;
     // 2. the capture thread stops taking frames, the inference thread classifies the queued
-    //    ones and spools their results;
+    //    ones and spools their results (a stuck thread is left behind after a short wait);
     // 3. the publisher sends what it can, publishes `offline` and disconnects. Whatever the
     //    broker did not acknowledge stays in the spool for the next start.
-    if end == PipelineEnd::Stopped {
+    if end != PipelineEnd::SourceDone && !publisher_gone {
         publisher.set_mode(Mode::Stop);
     }
-    tokio::task::block_in_place(|| pipeline.stop_and_join());
-    if end == PipelineEnd::SourceDone {
-        publisher.set_mode(Mode::Drain);
-        let mut publisher = publisher;
-        loop {
+    let join_limit = if stalled { Duration::from_secs(2) } else { Duration::from_secs(30) };
+    let _ = tokio::task::spawn_blocking(move || pipeline.stop_and_join(join_limit)).await;
+    let mut failure = match &end {
+        PipelineEnd::Failed(cause) => Some(cause.clone()),
+        _ => None,
+    };
+    if !publisher_gone {
+        if end == PipelineEnd::SourceDone {
+            publisher.set_mode(Mode::Drain);
+        }
+        let joined = loop {
             tokio::select! {
-                _ = &mut publisher.task => break,
+                joined = &mut publisher.task => break joined,
                 signal = signals.next() => if matches!(signal, Some(SIGTERM) | Some(SIGINT)) {
                     publisher.set_mode(Mode::Stop);
                 },
             }
+        };
+        if let Err(e) = joined {
+            let cause = if e.is_panic() { format!("publisher task panicked: {}", panic_message(&*e.into_panic())) } else { format!("publisher task failed: {e}") };
+            tracing::error!("{cause}");
+            failure.get_or_insert(cause);
         }
-    } else {
-        publisher.join().await;
     }
     tracing::info!("stopped: {}", stats.summary());
-    Ok(stats)
+    match failure {
+        Some(cause) => Err(DaemonError::Failed(cause)),
+        None => Ok(stats),
+    }
+}
+
+/// Runs blocking work (a model load, joining the old pipeline's threads) on the blocking pool,
+/// feeding the systemd watchdog meanwhile: a reload is progress, not a hang.
+async fn blocking_feeding_watchdog<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static, watchdog: Option<Duration>) -> Result<T, DaemonError> {
+    let mut task = tokio::task::spawn_blocking(work);
+    let mut tick = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 3));
+    loop {
+        tokio::select! {
+            done = &mut task => {
+                return done.map_err(|e| DaemonError::Failed(if e.is_panic() { format!("reload panicked: {}", panic_message(&*e.into_panic())) } else { e.to_string() }));
+            }
+            _ = tick.tick(), if watchdog.is_some() => notify(&[NotifyState::Watchdog]),
+        }
+    }
 }
 
 /// Loads and checks the new configuration and its model first; only then swaps the pipeline.
-/// A configuration that does not load changes nothing.
-async fn reload(origin: &ConfigOrigin, config: &mut Config, pipeline: &mut Pipeline, wiring: &Wiring) -> Result<(), DaemonError> {
+/// A configuration that does not load changes nothing. Only the reloadable part
+/// ([`crate::config::Reloadable`]) is applied; restart-only sections that changed are named and
+/// kept as they run, and the stored configuration is the one applied. Returns those sections.
+async fn reload(origin: &ConfigOrigin, config: &mut Config, pipeline: &mut Pipeline, wiring: &Wiring, watchdog: Option<Duration>) -> Result<Vec<&'static str>, DaemonError> {
     match NotifyState::monotonic_usec_now() {
         // systemd >= 253 wants the reload timestamp in the same message.
         Ok(now) => notify(&[NotifyState::Reloading, now]),
         Err(_) => notify(&[NotifyState::Reloading]),
     }
     let result = async {
-        let new_config = Config::load(origin)?;
-        if new_config.mqtt != config.mqtt
-            || new_config.station != config.station
-            || new_config.log != config.log
-            || new_config.spool != config.spool
-        {
-            tracing::warn!("[mqtt], [station], [spool] and [log] changes take effect at the next restart");
+        let (applied, ignored) = config.reloaded(Config::load(origin)?);
+        if !ignored.is_empty() {
+            tracing::warn!(
+                "reload: {} changed, but those take effect only at the next restart; keeping the running values",
+                ignored.join(", ")
+            );
         }
-        let classifier = Classifier::load(&new_config.model)?;
+        let model = applied.model.clone();
+        let load = move || {
+            crate::fault::before_reload_model_load(); // test-only: a slow load
+            Classifier::load(&model)
+        };
+        let classifier = blocking_feeding_watchdog(load, watchdog).await??;
         // Stop the old pipeline (finishing its frames) before the new one opens the camera.
         let old = std::mem::replace(pipeline, Pipeline::idle());
-        tokio::task::block_in_place(|| old.stop_and_join());
-        match wiring.start(&new_config, classifier) {
+        blocking_feeding_watchdog(move || old.stop_and_join(Duration::from_secs(30)), watchdog).await?;
+        match wiring.start(&applied, classifier) {
             Ok(p) => {
                 *pipeline = p;
-                *config = new_config;
+                *config = applied;
                 tracing::info!("configuration reloaded");
-                Ok(())
+                Ok(ignored)
             }
             Err(e) => {
                 tracing::error!("the new source failed ({e}); restarting the previous configuration");
-                *pipeline = wiring.start(config, Classifier::load(&config.model)?)?;
+                let model = config.model.clone();
+                let classifier = blocking_feeding_watchdog(move || Classifier::load(&model), watchdog).await??;
+                // If even that fails the pipeline stays idle, and the supervisor exits non-zero.
+                *pipeline = wiring.start(config, classifier)?;
                 Err(e.into())
             }
         }

@@ -1,5 +1,6 @@
 //! The `lesiond` command line. Turns every error into a message a person can act on and an
-//! exit status: 0 ok, 1 a runtime failure (model, source, images), 2 a bad configuration.
+//! exit status: 0 ok, 1 a runtime failure (model, source, images, a thread or task that failed
+//! while running), 2 a bad configuration.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -139,7 +140,11 @@ fn run(args: Args) -> Result<ExitCode, ExitCode> {
                     eprintln!("lesiond: cannot start the async runtime: {e}");
                     ExitCode::FAILURE
                 })?;
-            match runtime.block_on(daemon::run(origin, config)) {
+            let result = runtime.block_on(daemon::run(origin, config));
+            // A stuck thread (the reason we may be failing) must not keep the process alive:
+            // give blocking work a moment, then exit regardless.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            match result {
                 Ok(_) => Ok(ExitCode::SUCCESS),
                 Err(e) => {
                     tracing::error!("{e}");

@@ -6,8 +6,9 @@
 //! prepares frame N+1, so throughput approaches 1 / invoke time. The queue between them is
 //! small and drops the oldest frame when full (or waits, for a lossless replay).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,6 +26,12 @@ use crate::queue::{FrameQueue, Pop};
 use crate::source::{self, FrameSource, SourceEvent, StopFlag};
 use crate::spool::Spool;
 use crate::stats::Stats;
+use crate::supervision::{panic_message, Heartbeat};
+
+/// An engine that fails on this many frames in a row is broken (a bad delegate, a corrupted
+/// model in memory): the pipeline ends as failed so the daemon exits and systemd restarts it,
+/// instead of skipping every frame forever.
+const MAX_CONSECUTIVE_ENGINE_FAILURES: u32 = 5;
 
 /// A frame ready for the engine.
 struct Prepared {
@@ -39,12 +46,15 @@ struct Prepared {
 }
 
 /// How the pipeline ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PipelineEnd {
     /// Stopped on request (shutdown or reload).
     Stopped,
     /// A finite source ran out and `exit_when_done` is set: every frame has been handed on.
     SourceDone,
+    /// A thread panicked or the engine kept failing: the cause, for the log. The daemon exits
+    /// non-zero (after publishing what it can) so that systemd restarts it.
+    Failed(String),
 }
 
 /// Where the pipeline's output goes: every result into the spool (the publisher sends it from
@@ -56,53 +66,46 @@ pub struct Outputs {
     pub control: Arc<Control>,
 }
 
-/// Milliseconds since the pipeline started, updated by the inference thread on every turn; the
-/// systemd watchdog is fed only while it moves.
-#[derive(Debug)]
-pub struct Heartbeat {
-    origin: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Heartbeat {
-    fn new() -> Self {
-        Self { origin: Instant::now(), last_ms: AtomicU64::new(0) }
-    }
-    fn beat(&self) {
-        self.last_ms.store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-    /// Time since the last beat.
-    pub fn age(&self) -> Duration {
-        let now = self.origin.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
-    }
+/// The two threads' heartbeats: each beats on every turn of its loop and while it waits on
+/// purpose, so a stale one means a stuck thread.
+#[derive(Debug, Clone)]
+pub struct Heartbeats {
+    pub capture: Arc<Heartbeat>,
+    pub inference: Arc<Heartbeat>,
 }
 
 pub struct Pipeline {
     stop: StopFlag,
     capture: Option<JoinHandle<()>>,
     inference: Option<JoinHandle<()>>,
-    pub heartbeat: Arc<Heartbeat>,
+    pub heartbeats: Heartbeats,
     ended: Option<oneshot::Receiver<PipelineEnd>>,
 }
 
 impl Pipeline {
     /// Starts the threads. The classifier is loaded by the caller, so a bad model fails before
     /// anything starts (and a reload keeps the old pipeline when the new model is bad).
+    ///
+    /// Supervision: each thread runs its loop under `catch_unwind`. A capture-thread panic is
+    /// recorded and closes the queue, so the inference thread classifies (and spools) what is
+    /// queued and then reports the failure; an inference-thread panic or a persistently failing
+    /// engine raises the stop flag so the capture thread ends too. The inference thread always
+    /// sends how the pipeline ended; a dropped sender is read as a failure, never as a stop.
     pub fn start(config: &Config, classifier: Classifier, outputs: Outputs) -> Result<Pipeline, source::SourceError> {
         let Outputs { spool, frames, stats, control } = outputs;
         stats.set_model(classifier.info());
         let exit_when_done = config.source.directory.exit_when_done;
         let preprocessor = Preprocessor::new(classifier.input_spec(), config.preprocess.circular_mask);
         let queue = Arc::new(FrameQueue::new(config.pipeline.queue_capacity));
-        let stop = StopFlag::default();
+        let heartbeats = Heartbeats { capture: Arc::new(Heartbeat::new()), inference: Arc::new(Heartbeat::new()) };
+        let stop = StopFlag::with_heartbeat(heartbeats.capture.clone());
         let source_done = Arc::new(AtomicBool::new(false));
-        let heartbeat = Arc::new(Heartbeat::new());
-        heartbeat.beat();
+        let capture_failure: Arc<Mutex<Option<String>>> = Arc::default();
         let (ended_tx, ended) = oneshot::channel();
 
         let capture = {
             let (queue, stop, stats, source_done) = (queue.clone(), stop.clone(), stats.clone(), source_done.clone());
+            let capture_failure = capture_failure.clone();
             let control = control.clone();
             let publish_frames = config.mqtt.publish_frames;
             let source_config = config.source.clone();
@@ -121,7 +124,13 @@ impl Pipeline {
                         }
                     };
                     let ctx = CaptureContext { queue: &queue, stop: &stop, stats: &stats, control: &control, publish_frames, exit_when_done, source_done: &source_done };
-                    capture_loop(source, preprocessor, ctx);
+                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| capture_loop(source, preprocessor, ctx)));
+                    if let Err(panic) = outcome {
+                        let cause = format!("capture thread panicked: {}", panic_message(&*panic));
+                        tracing::error!("{cause}; finishing the queued frames, then exiting");
+                        *capture_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(cause);
+                    }
+                    // Always: the inference thread drains what is queued, then ends.
                     queue.close();
                     stats.add_cpu(|a| a.capture += cputime::this_thread());
                 })
@@ -132,7 +141,8 @@ impl Pipeline {
             handle
         };
         let inference = {
-            let heartbeat = heartbeat.clone();
+            let heartbeat = heartbeats.inference.clone();
+            let stop = stop.clone();
             let station_id = config.station.id.clone();
             let publish_frames = config.mqtt.publish_frames;
             std::thread::Builder::new()
@@ -144,31 +154,65 @@ impl Pipeline {
                     let me = cputime::this_thread_id();
                     let workers_before = cputime::library_threads(me);
                     let mut classifier = classifier;
-                    let invoke_cpu = inference_loop(&mut classifier, &queue, &out, &heartbeat, &station_id);
-                    // Counted before the classifier goes: its engine's worker threads go with it.
-                    stats.add_cpu(|a| {
-                        a.invoke_caller += invoke_cpu;
-                        a.inference_thread += cputime::this_thread();
-                        a.engine_workers += cputime::library_threads_since(me, &workers_before);
-                    });
-                    let end = if source_done.load(Ordering::SeqCst) { PipelineEnd::SourceDone } else { PipelineEnd::Stopped };
+                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| inference_loop(&mut classifier, &queue, &out, &heartbeat, &station_id)));
+                    let end = match outcome {
+                        Ok(Ok(invoke_cpu)) => {
+                            // Counted before the classifier goes: its engine's worker threads go
+                            // with it.
+                            stats.add_cpu(|a| {
+                                a.invoke_caller += invoke_cpu;
+                                a.inference_thread += cputime::this_thread();
+                                a.engine_workers += cputime::library_threads_since(me, &workers_before);
+                            });
+                            if let Some(cause) = capture_failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                                PipelineEnd::Failed(cause)
+                            } else if source_done.load(Ordering::SeqCst) {
+                                PipelineEnd::SourceDone
+                            } else {
+                                PipelineEnd::Stopped
+                            }
+                        }
+                        Ok(Err(cause)) => PipelineEnd::Failed(cause),
+                        Err(panic) => PipelineEnd::Failed(format!("inference thread panicked: {}", panic_message(&*panic))),
+                    };
+                    if let PipelineEnd::Failed(cause) = &end {
+                        tracing::error!("pipeline failed: {cause}");
+                        stop.raise();
+                    }
                     let _ = ended_tx.send(end);
                 })
                 .map_err(|e| source::SourceError::Camera(format!("cannot start inference thread: {e}")))?
         };
-        Ok(Pipeline { stop, capture: Some(capture), inference: Some(inference), heartbeat, ended: Some(ended) })
+        Ok(Pipeline { stop, capture: Some(capture), inference: Some(inference), heartbeats, ended: Some(ended) })
     }
 
     /// A pipeline with nothing running: the placeholder while a reload swaps pipelines.
     pub fn idle() -> Pipeline {
-        Pipeline { stop: StopFlag::default(), capture: None, inference: None, heartbeat: Arc::new(Heartbeat::new()), ended: None }
+        let heartbeats = Heartbeats { capture: Arc::new(Heartbeat::new()), inference: Arc::new(Heartbeat::new()) };
+        Pipeline { stop: StopFlag::default(), capture: None, inference: None, heartbeats, ended: None }
     }
 
-    /// Resolves when the pipeline ends on its own (finite source, publisher gone).
+    /// Whether no threads run (a reload failed to restart any pipeline).
+    pub fn is_idle(&self) -> bool {
+        self.inference.is_none()
+    }
+
+    /// The thread that has not beaten for `limit`, if any (never for an idle pipeline).
+    pub fn stalled(&self, limit: Duration) -> Option<(&'static str, Duration)> {
+        if self.is_idle() {
+            return None;
+        }
+        [("capture thread", &self.heartbeats.capture), ("inference thread", &self.heartbeats.inference)]
+            .into_iter()
+            .map(|(name, h)| (name, h.age()))
+            .find(|(_, age)| *age >= limit)
+    }
+
+    /// Resolves when the pipeline ends on its own (finite source, failure).
     pub async fn ended(&mut self) -> PipelineEnd {
         match self.ended.as_mut() {
             Some(rx) => {
-                let end = rx.await.unwrap_or(PipelineEnd::Stopped);
+                let end = rx.await.unwrap_or_else(|_| PipelineEnd::Failed("the inference thread ended without saying how".into()));
                 self.ended = None;
                 end
             }
@@ -177,14 +221,26 @@ impl Pipeline {
     }
 
     /// Stops taking frames, lets the inference thread finish what is queued, and waits for both
-    /// threads.
-    pub fn stop_and_join(mut self) {
+    /// threads — at most `limit`: a stuck thread is left behind (the process is exiting or
+    /// failing anyway) rather than hanging the shutdown. Returns whether both ended.
+    pub fn stop_and_join(mut self, limit: Duration) -> bool {
         self.stop.raise();
-        for handle in [self.capture.take(), self.inference.take()].into_iter().flatten() {
+        let handles: Vec<JoinHandle<()>> = [self.capture.take(), self.inference.take()].into_iter().flatten().collect();
+        let deadline = Instant::now() + limit;
+        while handles.iter().any(|h| !h.is_finished()) {
+            if Instant::now() >= deadline {
+                let stuck: Vec<&str> = handles.iter().filter(|h| !h.is_finished()).filter_map(|h| h.thread().name()).collect();
+                tracing::error!("pipeline thread(s) {stuck:?} did not stop within {limit:?}; leaving them");
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for handle in handles {
             if handle.join().is_err() {
                 tracing::error!("a pipeline thread panicked");
             }
         }
+        true
     }
 }
 
@@ -201,7 +257,9 @@ struct CaptureContext<'a> {
 fn capture_loop(mut source: Box<dyn FrameSource>, mut preprocessor: Preprocessor, ctx: CaptureContext<'_>) {
     let CaptureContext { queue, stop, stats, control, publish_frames, exit_when_done, source_done } = ctx;
     let lossless = source.lossless();
+    let mut delivered = 0u64;
     loop {
+        stop.beat();
         // Paused: take no frames (a `capture` command lets exactly one through).
         if !control.should_take_frame() {
             if !stop.sleep(Duration::from_millis(50)) {
@@ -228,17 +286,29 @@ fn capture_loop(mut source: Box<dyn FrameSource>, mut preprocessor: Preprocessor
                     queued_at: Instant::now(),
                 };
                 if lossless {
-                    if queue.push_wait(prepared, || stop.is_raised()).is_err() {
+                    // Waiting for the engine is legitimate idleness: beat while waiting.
+                    let give_up = || {
+                        stop.beat();
+                        stop.is_raised()
+                    };
+                    if queue.push_wait(prepared, give_up).is_err() {
                         break;
                     }
                 } else if queue.push_drop_oldest(prepared).is_some() {
                     Stats::inc(&stats.dropped);
                 }
                 stats.queue_depth.store(queue.len(), Ordering::Relaxed);
+                delivered += 1;
+                crate::fault::after_capture(delivered);
             }
-            SourceEvent::Skipped { name, reason } => {
-                Stats::inc(&stats.skipped_corrupt);
-                tracing::warn!(input = %name, "skipped: {reason}");
+            SourceEvent::Skipped { name, reason, too_large } => {
+                if too_large {
+                    Stats::inc(&stats.skipped_too_large);
+                    tracing::warn!(input = %name, "skipped, too large: {reason}");
+                } else {
+                    Stats::inc(&stats.skipped_corrupt);
+                    tracing::warn!(input = %name, "skipped: {reason}");
+                }
                 // A skipped input does not use up a `capture` request.
                 if control.is_paused() {
                     control.request_capture();
@@ -265,24 +335,39 @@ struct InferenceOutputs<'a> {
 }
 
 /// Classifies, spools and logs frames until the queue closes. Returns this thread's CPU time
-/// inside the engine, for the CPU account.
-fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out: &InferenceOutputs<'_>, heartbeat: &Heartbeat, station_id: &str) -> Duration {
+/// inside the engine, for the CPU account; or why the engine is considered broken.
+fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out: &InferenceOutputs<'_>, heartbeat: &Heartbeat, station_id: &str) -> Result<Duration, String> {
     let stats = out.stats;
     let mut invoke_cpu = Duration::ZERO;
+    let mut taken = 0u64;
+    let mut failures_in_a_row = 0u32;
     loop {
         heartbeat.beat();
         let item = match queue.pop(Duration::from_millis(200)) {
             Pop::Item(item) => item,
             Pop::Empty => continue,
-            Pop::Closed => return invoke_cpu,
+            Pop::Closed => return Ok(invoke_cpu),
         };
         stats.queue_depth.store(queue.len(), Ordering::Relaxed);
         let queue_wait = item.queued_at.elapsed();
-        let (classification, _raw, timings) = match classifier.classify(&item.input) {
-            Ok(out) => out,
+        taken += 1;
+        let classified = if crate::fault::before_classify(taken) {
+            Err("injected fault: engine error (test-only)".to_string())
+        } else {
+            classifier.classify(&item.input).map_err(|e| e.to_string())
+        };
+        let (classification, _raw, timings) = match classified {
+            Ok(out) => {
+                failures_in_a_row = 0;
+                out
+            }
             Err(e) => {
                 Stats::inc(&stats.failed);
                 tracing::error!(seq = item.seq, source = %item.origin.name, "{e}");
+                failures_in_a_row += 1;
+                if failures_in_a_row >= MAX_CONSECUTIVE_ENGINE_FAILURES {
+                    return Err(format!("the engine failed on {failures_in_a_row} frames in a row (last: {e})"));
+                }
                 continue;
             }
         };
@@ -337,8 +422,10 @@ fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out
             "classified"
         );
         if let (Some(frames), Some(jpeg)) = (out.frames, item.frame_jpeg) {
-            // Frames are best effort (QoS 0): never wait for them.
-            let _ = frames.try_send(FrameImage { result_id, jpeg });
+            // Frames are best effort (QoS 0): never wait for them, but count what is dropped.
+            if frames.try_send(FrameImage { result_id, jpeg }).is_err() {
+                Stats::inc(&stats.thumbnails_dropped);
+            }
         }
     }
 }

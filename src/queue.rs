@@ -125,18 +125,27 @@ mod tests {
 
     #[test]
     fn lossless_push_waits_for_room() {
+        use std::sync::atomic::{AtomicBool, Ordering};
         let q = std::sync::Arc::new(FrameQueue::new(1));
         q.push_wait(1, || false).expect("room");
-        let q2 = q.clone();
+        let popping = std::sync::Arc::new(AtomicBool::new(false));
+        let (q2, popping2) = (q.clone(), popping.clone());
         let consumer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(300));
+            popping2.store(true, Ordering::SeqCst);
             q2.pop(Duration::from_secs(1))
         });
+        let started = std::time::Instant::now();
         q.push_wait(2, || false).expect("waits, then fits");
+        // It returned only once the consumer had started taking the first item: it waited.
+        assert!(popping.load(Ordering::SeqCst), "push_wait returned after {:?} without waiting for room", started.elapsed());
         assert_eq!(consumer.join().expect("join"), Pop::Item(1));
+        // Never more than the capacity held, nothing lost.
+        assert_eq!(q.len(), 1);
         assert_eq!(q.pop(Duration::ZERO), Pop::Item(2));
         // Giving up returns the item instead of blocking forever.
         q.push_wait(3, || false).expect("room");
         assert_eq!(q.push_wait(4, || true), Err(4));
+        assert_eq!(q.len(), 1);
     }
 }

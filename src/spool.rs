@@ -57,6 +57,8 @@ pub struct Spool {
     max_bytes: u64,
     max_age: Duration,
     fsync: bool,
+    /// Test-only: extra latency per fsync (`LESIOND_TEST_FAULT=spool-fsync-delay-ms:N`).
+    fsync_delay: Option<Duration>,
     state: Mutex<State>,
     /// Woken on every append, so the publisher picks new entries up at once.
     pub appended: tokio::sync::Notify,
@@ -114,6 +116,7 @@ impl Spool {
             max_bytes: config.max_bytes,
             max_age: Duration::from_secs(config.max_age_hours.saturating_mul(3600)),
             fsync: config.fsync,
+            fsync_delay: crate::fault::fsync_delay(),
             state: Mutex::new(state),
             appended: tokio::sync::Notify::new(),
         })
@@ -129,25 +132,39 @@ impl Spool {
 
     /// Writes a result durably. Drops (and counts) the oldest entries if the spool would exceed
     /// its size, and entries older than its age limit.
+    ///
+    /// The lock is held only to reserve a number and make room; the file is written, fsynced
+    /// and renamed without it, so a slow SD card (hundreds of ms per fsync) never blocks the
+    /// publisher, which reads and removes entries concurrently. Only the inference thread
+    /// appends.
     pub fn append(&self, json: &[u8]) -> Result<u64, SpoolError> {
         let size = json.len() as u64;
         if size > self.max_bytes {
             return Err(SpoolError::TooLarge { size, max: self.max_bytes });
         }
-        let mut state = self.lock();
-        self.expire(&mut state);
-        while state.total_bytes + size > self.max_bytes {
-            let Some((&oldest, _)) = state.entries.iter().next() else { break };
-            self.drop_entry(&mut state, oldest, "the spool is full (spool.max_bytes)");
-        }
-        let number = state.next_number;
-        state.next_number += 1;
+        let (number, evicted) = {
+            let mut state = self.lock();
+            let mut evicted = self.expire(&mut state);
+            while state.total_bytes + size > self.max_bytes {
+                let Some((&oldest, _)) = state.entries.iter().next() else { break };
+                evicted.extend(self.drop_entry(&mut state, oldest, "the spool is full (spool.max_bytes)"));
+            }
+            let number = state.next_number;
+            state.next_number += 1;
+            // Counted now, so the size bound holds while the file is written.
+            state.total_bytes += size;
+            (number, evicted)
+        };
+        unlink_all(evicted);
         let path = self.path(number);
         let tmp = path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(json)?;
             if self.fsync {
+                if let Some(delay) = self.fsync_delay {
+                    std::thread::sleep(delay); // test-only: a slow SD card
+                }
                 f.sync_all()?;
             }
             fs::rename(&tmp, &path)?;
@@ -157,20 +174,25 @@ impl Spool {
             }
             Ok(())
         };
-        if let Err(source) = write() {
+        let written = write();
+        let mut state = self.lock();
+        if let Err(source) = written {
+            state.total_bytes -= size;
+            drop(state);
             let _ = fs::remove_file(&tmp);
             return Err(SpoolError::Write { path, source });
         }
-        state.total_bytes += size;
         state.entries.insert(number, Entry { bytes: size, created: SystemTime::now() });
         drop(state);
         self.appended.notify_one();
         Ok(number)
     }
 
-    fn expire(&self, state: &mut State) {
+    /// Drops entries older than the age limit; returns their files, to be removed once the
+    /// lock is released.
+    fn expire(&self, state: &mut State) -> Vec<PathBuf> {
         if self.max_age.is_zero() {
-            return;
+            return Vec::new();
         }
         let now = SystemTime::now();
         let expired: Vec<u64> = state
@@ -179,52 +201,85 @@ impl Spool {
             .take_while(|(_, e)| now.duration_since(e.created).unwrap_or_default() > self.max_age)
             .map(|(n, _)| *n)
             .collect();
-        for n in expired {
-            self.drop_entry(state, n, "older than spool.max_age_hours");
-        }
+        expired.into_iter().filter_map(|n| self.drop_entry(state, n, "older than spool.max_age_hours")).collect()
     }
 
-    fn drop_entry(&self, state: &mut State, number: u64, why: &str) {
-        if let Some(e) = state.entries.remove(&number) {
-            state.total_bytes -= e.bytes;
-            state.dropped += 1;
-            let _ = fs::remove_file(self.path(number));
-            tracing::warn!(entry = number, "dropped an unpublished result: {why}");
-        }
+    fn drop_entry(&self, state: &mut State, number: u64, why: &str) -> Option<PathBuf> {
+        let e = state.entries.remove(&number)?;
+        state.total_bytes -= e.bytes;
+        state.dropped += 1;
+        tracing::warn!(entry = number, "dropped an unpublished result: {why}");
+        Some(self.path(number))
     }
 
     /// The oldest entry after `after` (or the oldest of all), read from disk. Damaged entries on
-    /// the way are removed and counted.
+    /// the way are removed and counted. Blocking file I/O: the publisher calls it off the async
+    /// workers (see [`Spool::read_batch`]).
     pub fn next_after(&self, after: Option<u64>) -> Option<SpooledResult> {
-        let mut state = self.lock();
-        self.expire(&mut state);
+        let mut at = after;
         loop {
-            let start = after.map_or(0, |a| a + 1);
-            let (&number, _) = state.entries.range(start..).next()?;
+            let number = {
+                let mut state = self.lock();
+                let expired = self.expire(&mut state);
+                let start = at.map_or(0, |a| a + 1);
+                let next = state.entries.range(start..).next().map(|(n, _)| *n);
+                drop(state);
+                unlink_all(expired);
+                next?
+            };
             let parsed = fs::read(self.path(number)).ok().and_then(|bytes| parse_entry(&bytes).map(|id| (id, bytes)));
             match parsed {
                 Some((result_id, json)) => return Some(SpooledResult { number, result_id, json }),
                 None => {
-                    tracing::warn!(entry = number, "skipping damaged spool entry");
+                    let mut state = self.lock();
+                    // Acknowledged (or dropped) meanwhile: not damaged, just gone.
                     if let Some(e) = state.entries.remove(&number) {
                         state.total_bytes -= e.bytes;
+                        state.damaged += 1;
+                        tracing::warn!(entry = number, "skipping damaged spool entry");
+                        drop(state);
+                        let _ = fs::remove_file(self.path(number));
                     }
-                    state.damaged += 1;
-                    let _ = fs::remove_file(self.path(number));
+                    at = Some(number);
                 }
             }
         }
     }
 
-    /// The broker acknowledged entry `number`: forget it. Returns how long it was spooled.
+    /// Up to `max` entries after `after`, oldest first.
+    pub fn read_batch(&self, after: Option<u64>, max: usize) -> Vec<SpooledResult> {
+        let mut out = Vec::new();
+        let mut at = after;
+        while out.len() < max {
+            let Some(entry) = self.next_after(at) else { break };
+            at = Some(entry.number);
+            out.push(entry);
+        }
+        out
+    }
+
+    /// Whether the index holds an entry after `after` (no file I/O).
+    pub fn has_after(&self, after: Option<u64>) -> bool {
+        let start = after.map_or(0, |a| a + 1);
+        self.lock().entries.range(start..).next().is_some()
+    }
+
+    /// The broker acknowledged entry `number`: forget it and delete its file. Returns how long
+    /// it was spooled.
     pub fn remove(&self, number: u64) -> Option<Duration> {
+        let (waited, path) = self.forget(number)?;
+        unlink(&path);
+        Some(waited)
+    }
+
+    /// The in-memory half of [`Spool::remove`] (no file I/O): the entry leaves the index at once
+    /// and the caller deletes the returned file where blocking is allowed. Returns how long it
+    /// was spooled. A crash before the file is deleted sends the result again (at least once).
+    pub fn forget(&self, number: u64) -> Option<(Duration, PathBuf)> {
         let mut state = self.lock();
         let e = state.entries.remove(&number)?;
         state.total_bytes -= e.bytes;
-        if let Err(err) = fs::remove_file(self.path(number)) {
-            tracing::warn!(entry = number, "cannot remove acknowledged spool entry: {err}");
-        }
-        Some(SystemTime::now().duration_since(e.created).unwrap_or_default())
+        Some((SystemTime::now().duration_since(e.created).unwrap_or_default(), self.path(number)))
     }
 
     pub fn stats(&self) -> SpoolStats {
@@ -238,6 +293,21 @@ impl Spool {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// Deletes an acknowledged or dropped entry's file.
+pub fn unlink(path: &Path) {
+    if let Err(err) = fs::remove_file(path) {
+        if err.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(file = %path.display(), "cannot remove spool entry: {err}");
+        }
+    }
+}
+
+fn unlink_all(paths: Vec<PathBuf>) {
+    for p in paths {
+        unlink(&p);
     }
 }
 
@@ -298,6 +368,29 @@ mod tests {
         let s = spool.stats();
         assert_eq!((s.depth, s.dropped), (3, 2));
         assert!(matches!(spool.append(&vec![b'x'; (one * 4) as usize]), Err(SpoolError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn a_slow_fsync_does_not_block_readers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spool = Spool::open(&SpoolConfig { fsync: true, ..config(dir.path(), 1 << 20) }).expect("open");
+        spool.fsync_delay = Some(Duration::from_millis(800));
+        let spool = std::sync::Arc::new(spool);
+        spool.append(&result("first")).expect("append");
+        let writer = {
+            let spool = spool.clone();
+            std::thread::spawn(move || spool.append(&result("slow")).expect("append"))
+        };
+        std::thread::sleep(Duration::from_millis(150)); // the writer is inside its fsync now
+        let started = std::time::Instant::now();
+        let _ = spool.stats();
+        let first = spool.next_after(None).expect("the first entry");
+        assert!(spool.forget(first.number).is_some());
+        let took = started.elapsed();
+        assert!(!writer.is_finished(), "the writer was still in its fsync");
+        assert!(took < Duration::from_millis(300), "readers waited {took:?} for a writer's fsync");
+        writer.join().expect("join");
+        assert_eq!(drain(&spool), ["slow"]);
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub struct Stats {
     pub captured: AtomicU64,
     /// Inputs skipped because they could not be decoded (corrupt or empty files, bad frames).
     pub skipped_corrupt: AtomicU64,
+    /// Inputs refused before decoding because they were too large (`source.max_frame_pixels`,
+    /// `source.max_frame_bytes`): a damaged header must not allocate gigabytes.
+    pub skipped_too_large: AtomicU64,
     /// Frames dropped because inference was behind (the oldest waiting frame goes).
     pub dropped: AtomicU64,
     /// Frames classified.
@@ -33,6 +36,12 @@ pub struct Stats {
     pub published: AtomicU64,
     /// Results the broker acknowledged (PUBACK).
     pub acknowledged: AtomicU64,
+    /// Thumbnails (`mqtt.publish_frames`) not published: broker away or slow, outbox full.
+    pub thumbnails_dropped: AtomicU64,
+    /// Stats messages not published (superseded by a newer one, or the outbox full).
+    pub stats_dropped: AtomicU64,
+    /// Command replies not published because the outbox was full.
+    pub replies_dropped: AtomicU64,
     /// Frames waiting for the inference thread right now.
     pub queue_depth: AtomicUsize,
     latencies: Mutex<VecDeque<LatencyMs>>,
@@ -65,12 +74,16 @@ impl Default for Stats {
             started: Instant::now(),
             captured: AtomicU64::new(0),
             skipped_corrupt: AtomicU64::new(0),
+            skipped_too_large: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             classified: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             spool_failed: AtomicU64::new(0),
             published: AtomicU64::new(0),
             acknowledged: AtomicU64::new(0),
+            thumbnails_dropped: AtomicU64::new(0),
+            stats_dropped: AtomicU64::new(0),
+            replies_dropped: AtomicU64::new(0),
             queue_depth: AtomicUsize::new(0),
             latencies: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
             publish_latencies: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
@@ -114,10 +127,14 @@ pub struct Snapshot {
     pub frames_classified: u64,
     pub frames_dropped: u64,
     pub frames_skipped_corrupt: u64,
+    pub frames_skipped_too_large: u64,
     pub frames_failed: u64,
     pub results_published: u64,
     pub results_acknowledged: u64,
     pub results_lost_spool_write: u64,
+    pub thumbnails_dropped: u64,
+    pub stats_dropped: u64,
+    pub replies_dropped: u64,
     pub queue_depth: usize,
     pub latency_ms: StageLatencies,
 }
@@ -191,10 +208,14 @@ impl Stats {
             frames_classified: Self::get(&self.classified),
             frames_dropped: Self::get(&self.dropped),
             frames_skipped_corrupt: Self::get(&self.skipped_corrupt),
+            frames_skipped_too_large: Self::get(&self.skipped_too_large),
             frames_failed: Self::get(&self.failed),
             results_published: Self::get(&self.published),
             results_acknowledged: Self::get(&self.acknowledged),
             results_lost_spool_write: Self::get(&self.spool_failed),
+            thumbnails_dropped: Self::get(&self.thumbnails_dropped),
+            stats_dropped: Self::get(&self.stats_dropped),
+            replies_dropped: Self::get(&self.replies_dropped),
             queue_depth: self.queue_depth.load(Ordering::Relaxed),
             latency_ms,
         }
@@ -203,16 +224,32 @@ impl Stats {
     /// One line for the log at shutdown.
     pub fn summary(&self) -> String {
         format!(
-            "captured {}, classified {}, dropped {}, skipped as corrupt {}, failed {}, published {}, acknowledged {}",
+            "captured {}, classified {}, dropped {}, skipped as corrupt {}, skipped as too large {}, failed {}, published {}, acknowledged {}, thumbnails dropped {}, stats dropped {}, replies dropped {}, peak RSS {} kB",
             Self::get(&self.captured),
             Self::get(&self.classified),
             Self::get(&self.dropped),
             Self::get(&self.skipped_corrupt),
+            Self::get(&self.skipped_too_large),
             Self::get(&self.failed),
             Self::get(&self.published),
             Self::get(&self.acknowledged),
+            Self::get(&self.thumbnails_dropped),
+            Self::get(&self.stats_dropped),
+            Self::get(&self.replies_dropped),
+            peak_rss_kb(),
         )
     }
+}
+
+/// The process's peak resident set size so far, in kB: `VmHWM` from /proc/self/status (0 where
+/// unavailable). Not getrusage's ru_maxrss: that keeps the parent's peak across fork + exec, so a
+/// daemon started by a big process would report the parent's memory.
+pub fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches("kB").trim().parse().ok())))
+        .flatten()
+        .unwrap_or(0)
 }
 
 /// Nearest-rank percentiles; zeros for an empty window.
@@ -239,11 +276,20 @@ mod tests {
 
     #[test]
     fn latency_window_is_bounded() {
+        // Five windows' worth, increasing: a bounded window holds only the last one.
         let s = Stats::default();
-        for i in 0..(LATENCY_WINDOW + 10) {
+        let n = 5 * LATENCY_WINDOW;
+        for i in 0..n {
             s.record_latency(LatencyMs { total: i as f64, ..Default::default() });
+            s.record_publish(std::time::Duration::from_millis(i as u64));
         }
+        assert_eq!(s.latencies.lock().expect("lock").len(), LATENCY_WINDOW);
+        assert_eq!(s.publish_latencies.lock().expect("lock").len(), LATENCY_WINDOW);
         let snap = s.snapshot();
-        assert!(snap.latency_ms.total.p50 >= 10.0);
+        // The median of the last window, nearest rank: (n - W) + W/2 - 1. An unbounded window
+        // would give about n/2.
+        let want = (n - LATENCY_WINDOW + LATENCY_WINDOW / 2 - 1) as f64;
+        assert_eq!(snap.latency_ms.total.p50, want);
+        assert_eq!(snap.latency_ms.publish.p50, want);
     }
 }

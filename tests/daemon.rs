@@ -1,4 +1,6 @@
-//! End-to-end: the real daemon, the real TF Lite runtime, a real mosquitto, real images.
+//! End-to-end: the real daemon, the real TF Lite runtime, a real mosquitto, generated
+//! lesion-like JPEGs (these tests exercise the daemon, not the model; tests/accuracy.rs and
+//! tests/golden.rs measure the model on HAM10000).
 
 mod common;
 
@@ -22,17 +24,13 @@ fn sha256_file(path: &std::path::Path) -> String {
 
 #[test]
 fn every_image_gives_exactly_one_well_formed_message_and_corrupt_files_are_skipped() {
-    let images = sample_images(22);
     let work = tempfile::tempdir().expect("tempdir");
     let folder = work.path().join("captures");
-    std::fs::create_dir(&folder).expect("mkdir");
-    for img in &images {
-        std::fs::copy(img, folder.join(img.file_name().expect("name"))).expect("copy");
-    }
+    let images = generated_images(&folder, 1, 22, 200, 150);
     // A truncated JPEG and an empty file among the good ones.
     let good = std::fs::read(&images[0]).expect("read");
-    std::fs::write(folder.join("ISIC_0024306_truncated.jpg"), &good[..good.len() / 3]).expect("write");
-    std::fs::write(folder.join("ISIC_0024307_empty.jpg"), b"").expect("write");
+    std::fs::write(folder.join("gen_truncated.jpg"), &good[..good.len() / 3]).expect("write");
+    std::fs::write(folder.join("gen_empty.jpg"), b"").expect("write");
 
     let broker = Broker::start();
     let sub = Subscriber::start(&broker, "lesiond/#");
@@ -80,12 +78,13 @@ fn every_image_gives_exactly_one_well_formed_message_and_corrupt_files_are_skipp
     assert_eq!(names, expected, "each image exactly once");
 
     // Corrupt inputs were skipped, logged and counted.
-    assert!(log.contains("ISIC_0024306_truncated.jpg") && log.contains("truncated JPEG"), "{log}");
-    assert!(log.contains("ISIC_0024307_empty.jpg") && log.contains("empty input"), "{log}");
+    assert!(log.contains("gen_truncated.jpg") && log.contains("truncated JPEG"), "{log}");
+    assert!(log.contains("gen_empty.jpg") && log.contains("empty input"), "{log}");
     assert!(log.contains("skipped as corrupt 2"), "{log}");
     // Online while running, offline (retained) after the clean exit; no frames unless enabled.
     let statuses: Vec<String> = sub.on("lesiond/batch/status").into_iter().map(|m| m.payload).collect();
-    assert_eq!(statuses.first().map(String::as_str), Some("online"), "{statuses:?}");
+    let all: Vec<String> = sub.messages.lock().expect("lock").iter().map(|m| format!("{} {} {}", m.retained, m.topic, m.payload.chars().take(30).collect::<String>())).collect();
+    assert_eq!(statuses.first().map(String::as_str), Some("online"), "{statuses:?}\n{all:#?}");
     assert_eq!(statuses.last().map(String::as_str), Some("offline"), "{statuses:?}");
     assert_eq!(broker.retained("lesiond/batch/status").as_deref(), Some("offline"));
     assert!(sub.on("/frame").is_empty() && sub.messages.lock().expect("lock").iter().all(|m| !m.topic.contains("/frame/")));
@@ -193,20 +192,28 @@ fn sighup_reloads_the_configuration() {
     let before = sub.on("reload/classification").len();
     assert!(wait_until(Duration::from_secs(10), || sub.on("reload/classification").len() > before));
 
-    // A good one with a directory source takes effect.
+    // A good one with a directory source takes effect. It also renames the station and turns
+    // frames on: restart-only keys, which are named in the log and kept as they run (topics and
+    // payloads stay consistent).
     let images = work.path().join("imgs");
-    std::fs::create_dir(&images).expect("mkdir");
-    for img in sample_images(2) {
-        std::fs::copy(&img, images.join(img.file_name().expect("name"))).expect("copy");
-    }
+    generated_images(&images, 7, 2, 200, 150);
     let source = format!("[source]\nkind = \"directory\"\n\n[source.directory]\npath = \"{}\"\n", images.display());
-    std::fs::write(&config_path, config_text("reload", broker.port, &source, work.path())).expect("write");
+    let renamed = config_text("renamed", broker.port, &source, work.path()).replace("ready_timeout_secs = 2", "ready_timeout_secs = 2\npublish_frames = true");
+    std::fs::write(&config_path, renamed).expect("write");
     daemon.signal("-HUP");
     assert!(
         wait_until(Duration::from_secs(20), || sub.on("reload/classification").iter().any(|m| m.payload.contains("\"kind\":\"directory\""))),
         "{}",
         daemon.log_text()
     );
+    let log = daemon.log_text();
+    assert!(log.contains("[station], [mqtt] changed, but those take effect only at the next restart"), "{log}");
+    for m in sub.on("reload/classification") {
+        let v: serde_json::Value = serde_json::from_str(&m.payload).expect("JSON");
+        assert_eq!(v["station_id"], "reload", "the payload names the station its topic does");
+    }
+    assert!(sub.on("renamed/classification").is_empty());
+    assert!(sub.messages.lock().expect("lock").iter().all(|m| !m.topic.contains("/frame/")), "publish_frames needs a restart");
     daemon.signal("-TERM");
     assert!(daemon.wait(Duration::from_secs(8)).expect("exits").success());
 }

@@ -69,7 +69,7 @@ impl Pki {
         let port = free_port();
         let acl = repo().join("config/mosquitto.acl");
         let conf = format!(
-            "listener {port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\nrequire_certificate true\nallow_anonymous false\npassword_file {pw}\nacl_file {acl}\n",
+            "listener {port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\nrequire_certificate true\nallow_anonymous false\npassword_file {pw}\nacl_file {acl}\nlog_dest stderr\nlog_type all\n",
             ca = self.path("ca.pem").display(),
             cert = self.path("server.pem").display(),
             key = self.path("server.key").display(),
@@ -112,13 +112,23 @@ fn tls_with_client_certificate_password_and_acl() {
     assert_eq!(broker.retained("lesiond/station-1/status").as_deref(), Some("online"));
 
     // Another station, with a valid certificate and password, may not command station-1
-    // (the ACL drops it): station-1 stays unpaused.
+    // (the ACL drops it): station-1 stays unpaused. The intruder must really have connected and
+    // sent its PUBLISH (mosquitto_pub exits 0: the broker took the packet), and the broker must
+    // say it denied it — otherwise "not paused" would also hold for an intruder that never got in.
     let intruder: Vec<String> = pki.client_args("station-2", "other-pw");
     let intruder: Vec<&str> = intruder.iter().map(String::as_str).collect();
-    let _ = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-t", "lesiond/station-1/cmd/pause", "-m", ""])
+    let sent = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-i", "intruder-2", "-t", "lesiond/station-1/cmd/pause", "-m", ""])
         .args(&intruder)
-        .status();
+        .output()
+        .expect("mosquitto_pub");
+    assert!(sent.status.success(), "the intruder connected and published: {}", String::from_utf8_lossy(&sent.stderr));
+    let broker_log = || std::fs::read_to_string(broker.dir.path().join("mosquitto.log")).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(5), || broker_log().contains("Denied PUBLISH from intruder-2")),
+        "the broker denied the intruder's command\n{}",
+        broker_log()
+    );
     // The dashboard may.
     assert!(publish(&broker, "lesiond/station-1/cmd/status", r#"{"request_id":"d1"}"#, &[]));
     assert!(wait_until(Duration::from_secs(5), || !dashboard.on("station-1/reply/status").is_empty()), "{}", daemon.log_text());
@@ -169,9 +179,14 @@ fn credentials_without_tls_to_a_remote_host_need_an_opt_in() {
         .replace("host = \"127.0.0.1\"", "host = \"broker.clinic.example\"\nusername = \"s\"");
     let path = write_file(work.path(), "c.toml", &text);
     let out = lesiond().args(["check", "--config"]).arg(&path).output().expect("check");
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(2), "refused as a configuration error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("allow_insecure_credentials"));
+    // With the opt-in the configuration is accepted: `check` goes on to the model and the
+    // (unreachable) broker and fails there, with exit 1, not 2.
     let path = write_file(work.path(), "c2.toml", &text.replace("username = \"s\"", "username = \"s\"\nallow_insecure_credentials = true"));
     let out = lesiond().args(["check", "--config"]).arg(&path).output().expect("check");
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("allow_insecure_credentials"));
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("broker.clinic.example"), "it got as far as the broker: {all}");
+    assert!(!all.contains("allow_insecure_credentials"), "{all}");
 }

@@ -5,6 +5,12 @@
 //! client), `queued` (given, no packet id seen yet), `inflight` (sent with a packet id, waiting
 //! for PUBACK). When the broker starts a fresh session, rumqttc throws its unacknowledged
 //! packets away; the outbox puts them back in front of `waiting` to be sent again.
+//!
+//! `waiting` is bounded ([`WAITING_LIMIT`]): while the broker is slow or frozen, stats and
+//! thumbnails pile up there. A newer stats message supersedes a waiting one; when full,
+//! thumbnails go first, then stats, then replies — each drop counted by the caller. Results are
+//! never dropped here (they stay in the spool, and the publisher reads at most a window of
+//! them), nor is the status.
 
 use std::collections::VecDeque;
 
@@ -33,6 +39,29 @@ pub struct Message {
     pub retain: bool,
 }
 
+/// Messages waiting for the client, at most (results and status excepted: those are bounded by
+/// the publisher's result window and by there being one status).
+pub const WAITING_LIMIT: usize = 64;
+
+/// What a push dropped, by kind, for the counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    pub thumbnails: u64,
+    pub stats: u64,
+    pub replies: u64,
+}
+
+impl Dropped {
+    fn count(&mut self, kind: &MessageKind) {
+        match kind {
+            MessageKind::Frame => self.thumbnails += 1,
+            MessageKind::Stats => self.stats += 1,
+            MessageKind::Reply => self.replies += 1,
+            MessageKind::Result { .. } | MessageKind::Status => {}
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Outbox {
     waiting: VecDeque<Message>,
@@ -41,8 +70,38 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn push(&mut self, message: Message) {
+    /// Queues `message` for the client, keeping `waiting` bounded; returns what was dropped.
+    pub fn push(&mut self, message: Message) -> Dropped {
+        let mut dropped = Dropped::default();
+        if message.kind == MessageKind::Stats {
+            // Retained counters: only the newest matters.
+            let before = self.waiting.len();
+            self.waiting.retain(|m| m.kind != MessageKind::Stats);
+            dropped.stats += (before - self.waiting.len()) as u64;
+        }
+        let droppable = |m: &Message| matches!(m.kind, MessageKind::Frame | MessageKind::Stats | MessageKind::Reply);
+        if droppable(&message) {
+            while self.waiting.len() >= WAITING_LIMIT {
+                // The least valuable waiting message of a kind no more valuable than this one.
+                let rank = |k: &MessageKind| match k {
+                    MessageKind::Frame => 0,
+                    MessageKind::Stats => 1,
+                    MessageKind::Reply => 2,
+                    _ => 3,
+                };
+                let mine = rank(&message.kind);
+                let victim = (0..=mine).find_map(|r| self.waiting.iter().position(|m| rank(&m.kind) == r));
+                match victim.and_then(|at| self.waiting.remove(at)) {
+                    Some(old) => dropped.count(&old.kind),
+                    None => {
+                        dropped.count(&message.kind);
+                        return dropped;
+                    }
+                }
+            }
+        }
         self.waiting.push_back(message);
+        dropped
     }
 
     /// Puts `message` ahead of everything waiting (the status after a reconnect).
@@ -87,12 +146,20 @@ impl Outbox {
     /// acknowledged go out again, in order, before anything newer. Results are dropped here
     /// because they are still in the spool and are read from it again; status, stats and frames
     /// are stale and dropped.
-    pub fn on_session_lost(&mut self) {
-        let keep = |m: &Message| m.kind == MessageKind::Reply;
-        let mut again: VecDeque<Message> =
-            self.inflight.drain(..).map(|(_, m)| m).chain(self.queued.drain(..)).filter(keep).collect();
-        again.extend(self.waiting.drain(..).filter(keep));
+    /// Returns the thumbnails and stats so dropped, for the counters.
+    pub fn on_session_lost(&mut self) -> Dropped {
+        let mut dropped = Dropped::default();
+        let mut again = VecDeque::new();
+        let all = self.inflight.drain(..).map(|(_, m)| m).chain(self.queued.drain(..)).chain(self.waiting.drain(..));
+        for m in all {
+            match m.kind {
+                MessageKind::Reply => again.push_back(m),
+                MessageKind::Frame | MessageKind::Stats => dropped.count(&m.kind),
+                MessageKind::Result { .. } | MessageKind::Status => {}
+            }
+        }
         self.waiting = again;
+        dropped
     }
 
     /// Results not yet acknowledged by the broker.
@@ -172,6 +239,48 @@ mod tests {
         assert_eq!(o.unacked_results(), 0);
         let order: Vec<Message> = std::iter::from_fn(|| o.next_waiting()).collect();
         assert_eq!(order, vec![reply("a"), reply("b"), reply("c"), reply("d")]);
+    }
+
+    fn of(kind: MessageKind) -> Message {
+        Message { kind, ..result("x") }
+    }
+
+    #[test]
+    fn waiting_is_bounded_and_results_are_never_dropped() {
+        let mut o = Outbox::default();
+        let mut dropped = Dropped::default();
+        let mut add = |o: &mut Outbox, m: Message| {
+            let d = o.push(m);
+            dropped.thumbnails += d.thumbnails;
+            dropped.stats += d.stats;
+            dropped.replies += d.replies;
+        };
+        // A frozen broker: nothing leaves, everything keeps coming.
+        for i in 0..1000u64 {
+            add(&mut o, of(MessageKind::Frame));
+            add(&mut o, of(MessageKind::Stats));
+            if i % 10 == 0 {
+                add(&mut o, of(MessageKind::Reply));
+            }
+            if i < 30 {
+                add(&mut o, Message { kind: MessageKind::Result { number: i }, ..result("r") });
+            }
+            assert!(o.waiting_len() <= WAITING_LIMIT + 30, "{}", o.waiting_len());
+        }
+        assert_eq!(o.unacked_results(), 30, "results are never dropped");
+        let kinds: Vec<MessageKind> = std::iter::from_fn(|| o.next_waiting()).map(|m| m.kind).collect();
+        let kept = |k: MessageKind| kinds.iter().filter(|x| **x == k).count() as u64;
+        let (frames, stats, replies) = (kept(MessageKind::Frame), kept(MessageKind::Stats), kept(MessageKind::Reply));
+        assert!(stats <= 1, "only the newest stats wait");
+        // Every drop is counted.
+        assert_eq!(dropped.thumbnails + frames, 1000);
+        assert_eq!(dropped.stats + stats, 1000);
+        assert_eq!(dropped.replies + replies, 100);
+        // Thumbnails go first, then stats, then replies.
+        assert!(replies > 0 && dropped.thumbnails > 900);
+        if dropped.replies > 0 {
+            assert_eq!((frames, stats), (0, 0), "a reply was dropped while less valuable messages waited");
+        }
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! connected and only from here, so when the connection drops we know exactly what rumqttc
 //! held. Results are never held only in memory: they are in the spool until their PUBACK, and
 //! after a reconnect the spool is simply read again from its oldest entry.
+//!
+//! No blocking on the async workers: spool reads run on tokio's blocking pool and arrive as
+//! events; an acknowledged entry leaves the spool's index at once and its file is deleted on
+//! the blocking pool. The spool's lock is never held across file I/O, so a slow SD card delays
+//! neither PUBACK handling nor keep-alives.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,12 +20,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::link::{Link, LinkError, LinkEvent};
-use super::outbox::{Message, MessageKind, Outbox};
+use super::outbox::{Dropped, Message, MessageKind, Outbox};
 use super::{Topics, STATUS_OFFLINE, STATUS_ONLINE};
 use crate::commands::{self, CommandName, Control, Reply};
 use crate::config::Config;
-use crate::spool::{Spool, SpoolStats};
+use crate::spool::{self, Spool, SpoolStats, SpooledResult};
 use crate::stats::{Snapshot, Stats};
+use crate::supervision::Heartbeat;
+
+/// A spool read in progress on the blocking pool, tagged with the session it was started in.
+type SpoolRead = (u64, tokio::task::JoinHandle<Vec<SpooledResult>>);
 
 /// Results read from the spool and not yet acknowledged, at most.
 const RESULT_WINDOW: usize = 32;
@@ -64,8 +73,11 @@ pub struct PublisherHandle {
     /// True while connected to the broker.
     pub connected: watch::Receiver<bool>,
     mode: watch::Sender<Mode>,
-    /// Ends when the publisher has finished.
+    /// Ends when the publisher has finished; the daemon watches it (an end it did not ask for
+    /// is a failure).
     pub task: tokio::task::JoinHandle<()>,
+    /// Beats on every turn of the publisher's loop (at least every second).
+    pub heartbeat: Arc<Heartbeat>,
     /// Replies to commands the daemon carried out.
     pub replies: mpsc::Sender<CommandReply>,
 }
@@ -104,10 +116,15 @@ pub fn start(
     let (mode, mode_rx) = watch::channel(Mode::Running);
     let (replies, replies_rx) = mpsc::channel(16);
     let stats_every = (config.mqtt.stats_interval_secs > 0).then(|| Duration::from_secs(config.mqtt.stats_interval_secs));
+    let heartbeat = Arc::new(Heartbeat::new());
     let publisher = Publisher {
         link,
         outbox: Outbox::default(),
         cursor: None,
+        reading: None,
+        session: 0,
+        acked: 0,
+        heartbeat: heartbeat.clone(),
         topics,
         station_id: config.station.id.clone(),
         shared,
@@ -116,7 +133,7 @@ pub fn start(
         requests,
     };
     let task = tokio::spawn(publisher.run(frames, replies_rx, mode_rx, stats_every));
-    Ok(PublisherHandle { connected, mode, task, replies })
+    Ok(PublisherHandle { connected, mode, task, replies, heartbeat })
 }
 
 struct Publisher {
@@ -124,6 +141,13 @@ struct Publisher {
     outbox: Outbox,
     /// The last spool entry handed to the outbox.
     cursor: Option<u64>,
+    /// The spool read in flight, if any.
+    reading: Option<SpoolRead>,
+    /// Counts broker sessions lost: a read started before the loss is stale.
+    session: u64,
+    /// Results acknowledged so far (for the test-only fault hook).
+    acked: u64,
+    heartbeat: Arc<Heartbeat>,
     topics: Topics,
     station_id: String,
     shared: Shared,
@@ -170,15 +194,42 @@ impl Publisher {
         }
     }
 
-    /// Reads the next spooled results into the outbox, keeping a bounded window in flight.
+    /// Queues a message, counting what the bounded outbox dropped to make room.
+    fn enqueue(&mut self, message: Message) {
+        let dropped = self.outbox.push(message);
+        self.count_dropped(dropped);
+    }
+
+    fn count_dropped(&self, Dropped { thumbnails, stats, replies }: Dropped) {
+        let s = &self.shared.stats;
+        s.thumbnails_dropped.fetch_add(thumbnails, std::sync::atomic::Ordering::Relaxed);
+        s.stats_dropped.fetch_add(stats, std::sync::atomic::Ordering::Relaxed);
+        s.replies_dropped.fetch_add(replies, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Starts reading the next spooled results on the blocking pool (the SD card may be slow),
+    /// keeping a bounded window in flight; one read at a time.
     fn fill_from_spool(&mut self) {
-        if !self.is_connected() {
+        if !self.is_connected() || self.reading.is_some() {
             return;
         }
-        while self.outbox.unacked_results() < RESULT_WINDOW {
-            let Some(entry) = self.shared.spool.next_after(self.cursor) else { break };
+        let want = RESULT_WINDOW.saturating_sub(self.outbox.unacked_results());
+        if want == 0 || !self.shared.spool.has_after(self.cursor) {
+            return;
+        }
+        let (spool, after) = (self.shared.spool.clone(), self.cursor);
+        self.reading = Some((self.session, tokio::task::spawn_blocking(move || spool.read_batch(after, want))));
+    }
+
+    /// A spool read finished: its results go to the outbox, unless the session it was made for
+    /// is gone (then the spool is read again from its oldest entry).
+    fn on_spool_read(&mut self, session: u64, batch: Vec<SpooledResult>) {
+        if session != self.session {
+            return;
+        }
+        for entry in batch {
             self.cursor = Some(entry.number);
-            self.outbox.push(Message {
+            self.enqueue(Message {
                 kind: MessageKind::Result { number: entry.number },
                 topic: self.topics.classification.clone(),
                 payload: entry.json,
@@ -216,7 +267,7 @@ impl Publisher {
         };
         let reply = Reply { schema_version: 1, command: name.to_string(), request_id, ok, error, state };
         match serde_json::to_vec(&reply) {
-            Ok(payload) => self.outbox.push(Message {
+            Ok(payload) => self.enqueue(Message {
                 kind: MessageKind::Reply,
                 topic: self.topics.reply(name),
                 payload,
@@ -273,8 +324,10 @@ impl Publisher {
                 tracing::info!(broker = %self.broker, session_present, "connected to MQTT broker");
                 if !session_present {
                     // rumqttc dropped what it held: start again from the oldest spooled result.
-                    self.outbox.on_session_lost();
+                    let lost = self.outbox.on_session_lost();
+                    self.count_dropped(lost);
                     self.cursor = None;
+                    self.session += 1;
                 }
                 let online = self.status(STATUS_ONLINE);
                 self.outbox.push_front(online);
@@ -285,10 +338,14 @@ impl Publisher {
             }
             Ok(LinkEvent::PubAck(pkid)) => {
                 if let Some(Message { kind: MessageKind::Result { number }, .. }) = self.outbox.on_puback(pkid) {
-                    if let Some(waited) = self.shared.spool.remove(number) {
+                    // Out of the index now (no I/O); the file goes on the blocking pool.
+                    if let Some((waited, path)) = self.shared.spool.forget(number) {
                         self.shared.stats.record_publish(waited);
+                        tokio::task::spawn_blocking(move || spool::unlink(&path));
                     }
                     Stats::inc(&self.shared.stats.acknowledged);
+                    self.acked += 1;
+                    crate::fault::after_ack(self.acked);
                 }
                 None
             }
@@ -331,8 +388,12 @@ impl Publisher {
         let mut retry_at: Option<Instant> = None;
         let mut deadline: Option<Instant> = None;
         let mut stats_tick = tokio::time::interval(stats_every.unwrap_or(Duration::from_secs(3600)));
+        // Wakes the loop every second, so its heartbeat shows it is alive (not at once: see the
+        // note on connecting below).
+        let mut beat_tick = tokio::time::interval_at(Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
         let spool = self.shared.spool.clone();
         loop {
+            self.heartbeat.beat();
             self.fill_from_spool();
             self.submit_waiting();
             let current = *mode.borrow();
@@ -352,25 +413,39 @@ impl Publisher {
                 _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
                     retry_at = None;
                 }
-                _ = spool.appended.notified() => {}
-                Some(frame) = frames.recv() => {
+                // While (re)connecting only the link is polled: rumqttc's poll is not cancel-safe
+                // before CONNACK, and a poll dropped for another arm drops the half-open
+                // connection (the broker then publishes our will, `offline`).
+                _ = spool.appended.notified(), if self.is_connected() => {}
+                (session, batch) = next_spool_read(&mut self.reading), if self.reading.is_some() && self.is_connected() => {
+                    self.reading = None;
+                    match batch {
+                        Ok(batch) => self.on_spool_read(session, batch),
+                        Err(e) => tracing::error!("spool read failed: {e}; retrying"),
+                    }
+                }
+                _ = beat_tick.tick(), if self.is_connected() || retry_at.is_some() => {}
+                // Not taken while disconnected: the inference thread counts what it cannot hand over.
+                Some(frame) = frames.recv(), if self.is_connected() => {
                     if self.is_connected() {
-                        self.outbox.push(Message {
+                        self.enqueue(Message {
                             kind: MessageKind::Frame,
                             topic: self.topics.frame(&frame.result_id),
                             payload: frame.jpeg,
                             qos: QoS::AtMostOnce,
                             retain: false,
                         });
+                    } else {
+                        Stats::inc(&self.shared.stats.thumbnails_dropped);
                     }
                 }
-                Some(r) = replies.recv() => {
+                Some(r) = replies.recv(), if self.is_connected() => {
                     let name = format!("{:?}", r.name).to_lowercase();
                     self.reply::<()>(&name, r.request_id, r.result.map(|()| None));
                 }
                 _ = stats_tick.tick(), if stats_every.is_some() && self.is_connected() => {
                     match serde_json::to_vec(&self.state()) {
-                        Ok(payload) => self.outbox.push(Message {
+                        Ok(payload) => self.enqueue(Message {
                             kind: MessageKind::Stats,
                             topic: self.topics.stats.clone(),
                             payload,
@@ -421,6 +496,17 @@ impl Publisher {
         }
         let _ = self.connected.send(false);
         tracing::info!("published offline status and disconnected");
+    }
+}
+
+/// Waits for the spool read in flight (the select arm is disabled when there is none).
+async fn next_spool_read(reading: &mut Option<SpoolRead>) -> (u64, Result<Vec<SpooledResult>, tokio::task::JoinError>) {
+    match reading.as_mut() {
+        Some((session, handle)) => {
+            let session = *session;
+            (session, handle.await)
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -13,6 +13,7 @@ use nokhwa::utils::{
 };
 use nokhwa::Camera;
 
+use super::decode::DecodeLimits;
 use super::{decode, FrameSource, SourceError, SourceEvent, StopFlag};
 use crate::config::{CameraConfig, PixelFormat};
 use crate::frame::{Frame, FrameOrigin};
@@ -22,15 +23,42 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 pub struct CameraSource {
     config: CameraConfig,
     camera: Option<Camera>,
-    backoff: Duration,
+    backoff: Backoff,
     seq: u64,
     /// The last error reported, so an unplugged camera is logged once, not every retry.
     last_error: Option<String>,
+    limits: DecodeLimits,
+}
+
+/// Exponential backoff between attempts. It is reset only by a frame actually read: a camera
+/// that opens but fails every `frame()` backs off like one that does not open, instead of
+/// reopening in a hot loop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(max: Duration) -> Self {
+        Self { next: FIRST_BACKOFF, max: max.max(FIRST_BACKOFF) }
+    }
+    /// An attempt failed: how long to wait before the next one.
+    fn failed(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
+    /// A frame was read: the camera works again.
+    fn frame_read(&mut self) {
+        self.next = FIRST_BACKOFF;
+    }
 }
 
 impl CameraSource {
-    pub fn new(config: &CameraConfig) -> Self {
-        Self { config: config.clone(), camera: None, backoff: FIRST_BACKOFF, seq: 0, last_error: None }
+    pub fn new(config: &CameraConfig, limits: DecodeLimits) -> Self {
+        let backoff = Backoff::new(Duration::from_secs(config.reopen_backoff_max_secs.max(1)));
+        Self { config: config.clone(), camera: None, backoff, seq: 0, last_error: None, limits }
     }
 
     fn report(&mut self, error: String) {
@@ -123,16 +151,14 @@ impl FrameSource for CameraSource {
                         if self.last_error.take().is_some() {
                             tracing::info!(device = %self.config.device, "camera is back");
                         }
+                        // Not a reset of the backoff: only a frame read is (see Backoff).
                         self.camera = Some(camera);
-                        self.backoff = FIRST_BACKOFF;
                     }
                     Err(e) => {
                         self.report(e.to_string());
-                        if !stop.sleep(self.backoff) {
+                        if !stop.sleep(self.backoff.failed()) {
                             return None;
                         }
-                        let max = Duration::from_secs(self.config.reopen_backoff_max_secs.max(1));
-                        self.backoff = (self.backoff * 2).min(max);
                     }
                 }
                 continue;
@@ -141,21 +167,27 @@ impl FrameSource for CameraSource {
             let buffer = match camera.frame() {
                 Ok(buffer) => buffer,
                 Err(e) => {
-                    // Dropping the camera closes the stream; the next turn reopens it.
+                    // Dropping the camera closes the stream; the next turn reopens it, after
+                    // the same backoff as a failed open.
                     self.camera = None;
                     self.report(format!("lost: {e}"));
+                    if !stop.sleep(self.backoff.failed()) {
+                        return None;
+                    }
                     continue;
                 }
             };
+            self.backoff.frame_read();
             let captured_at = SystemTime::now();
             let res = buffer.resolution();
             let decoded = match buffer.source_frame_format() {
-                FrameFormat::MJPEG => decode::decode_jpeg(buffer.buffer()),
-                FrameFormat::YUYV => decode::yuyv_to_rgb(buffer.buffer(), res.width(), res.height()),
+                FrameFormat::MJPEG => decode::decode_jpeg_within(buffer.buffer(), &self.limits),
+                FrameFormat::YUYV => decode::yuyv_to_rgb_within(buffer.buffer(), res.width(), res.height(), &self.limits),
                 other => {
                     return Some(SourceEvent::Skipped {
                         name: format!("camera {}", self.config.device),
                         reason: format!("unsupported pixel format {other}"),
+                        too_large: false,
                     })
                 }
             };
@@ -171,6 +203,7 @@ impl FrameSource for CameraSource {
                 Err(e) => SourceEvent::Skipped {
                     name: format!("camera {} frame {}", self.config.device, self.seq),
                     reason: e.to_string(),
+                    too_large: e.is_too_large(),
                 },
             });
         }
@@ -191,7 +224,7 @@ mod tests {
     #[test]
     fn unplugged_camera_retries_without_panicking() {
         let config = CameraConfig { device: "97".into(), reopen_backoff_max_secs: 1, ..Default::default() };
-        let mut source = CameraSource::new(&config);
+        let mut source = CameraSource::new(&config, DecodeLimits::default());
         let stop = StopFlag::default();
         let raiser = stop.clone();
         let t = std::thread::spawn(move || {
@@ -202,5 +235,16 @@ mod tests {
         assert!(source.next(&stop).is_none());
         assert!(source.last_error.is_some());
         t.join().expect("join");
+    }
+
+    #[test]
+    fn a_camera_that_opens_but_fails_every_frame_backs_off() {
+        // The sequence CameraSource::next goes through: open ok, frame() fails, open ok, ...
+        let mut b = Backoff::new(Duration::from_secs(4));
+        let waits: Vec<Duration> = (0..5).map(|_| b.failed()).collect();
+        let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [500, 1000, 2000, 4000, 4000], "grows to the maximum, never zero");
+        b.frame_read();
+        assert_eq!(b.failed(), FIRST_BACKOFF, "a frame read resets it");
     }
 }

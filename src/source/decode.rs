@@ -6,6 +6,41 @@
 
 use image::RgbImage;
 
+/// What a frame may cost before it is decoded: a damaged MJPEG frame or a stray file whose
+/// header claims 60000x60000 pixels must be refused from its header, not allocated (that was
+/// 18.7 GB). Defaults: `source.max_frame_pixels`, `source.max_frame_bytes` in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Width x height, at most.
+    pub max_pixels: u64,
+    /// Encoded size (file or frame buffer), at most.
+    pub max_bytes: u64,
+}
+
+impl Default for DecodeLimits {
+    /// 16 MP (4096 x 4096: above the largest dermatoscope camera we support, 4K UHD at 8.3 MP)
+    /// and 32 MiB encoded.
+    fn default() -> Self {
+        Self { max_pixels: 4096 * 4096, max_bytes: 32 * 1024 * 1024 }
+    }
+}
+
+impl DecodeLimits {
+    fn check_bytes(&self, len: usize) -> Result<(), DecodeError> {
+        if len as u64 > self.max_bytes {
+            return Err(DecodeError::FileTooLarge { bytes: len as u64, max: self.max_bytes });
+        }
+        Ok(())
+    }
+
+    fn check_pixels(&self, width: u64, height: u64) -> Result<(), DecodeError> {
+        if width.saturating_mul(height) > self.max_pixels {
+            return Err(DecodeError::TooManyPixels { width, height, max: self.max_pixels });
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("empty input")]
@@ -18,19 +53,45 @@ pub enum DecodeError {
     Image(#[from] image::ImageError),
     #[error("frame of {got} bytes does not hold a {width}x{height} YUYV image ({want} bytes)")]
     YuyvSize { got: usize, want: usize, width: u32, height: u32 },
+    #[error("header says {width}x{height} pixels, more than source.max_frame_pixels = {max}; not decoded")]
+    TooManyPixels { width: u64, height: u64, max: u64 },
+    #[error("{bytes} bytes, more than source.max_frame_bytes = {max}; not decoded")]
+    FileTooLarge { bytes: u64, max: u64 },
     #[error("image is {width}x{height}; at least 8x8 is needed")]
     TooSmall { width: u32, height: u32 },
 }
 
-/// Decodes an encoded image (JPEG, or anything the `image` crate reads, e.g. PNG).
+impl DecodeError {
+    /// Refused for its size before decoding (counted apart from corrupt input).
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, DecodeError::TooManyPixels { .. } | DecodeError::FileTooLarge { .. })
+    }
+}
+
+/// Decodes an encoded image (JPEG, or anything the `image` crate reads, e.g. PNG) within the
+/// default [`DecodeLimits`].
 pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
+    decode_image_within(bytes, &DecodeLimits::default())
+}
+
+/// Decodes an encoded image, refusing it from its header when it is above `limits`.
+pub fn decode_image_within(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
+    limits.check_bytes(bytes.len())?;
     let image = if bytes.starts_with(&[0xFF, 0xD8]) {
-        decode_jpeg(bytes)?
+        decode_jpeg_within(bytes, limits)?
     } else {
-        image::load_from_memory(bytes)?.to_rgb8()
+        let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(image::ImageError::IoError)?;
+        let (width, height) = reader.into_dimensions()?;
+        limits.check_pixels(u64::from(width), u64::from(height))?;
+        let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(image::ImageError::IoError)?;
+        // Belt and braces: the decoder itself refuses to allocate past the limit too.
+        let mut decoder_limits = image::Limits::default();
+        decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(4));
+        reader.limits(decoder_limits);
+        reader.decode()?.to_rgb8()
     };
     if image.width() < 8 || image.height() < 8 {
         return Err(DecodeError::TooSmall { width: image.width(), height: image.height() });
@@ -38,9 +99,16 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
     Ok(image)
 }
 
-/// Decodes a JPEG with libjpeg-turbo. libjpeg only warns about a truncated stream and fills the
-/// rest with grey, so a missing end-of-image marker is treated as an error here.
+/// Decodes a JPEG within the default [`DecodeLimits`].
 pub fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
+    decode_jpeg_within(bytes, &DecodeLimits::default())
+}
+
+/// Decodes a JPEG with libjpeg-turbo. libjpeg only warns about a truncated stream and fills the
+/// rest with grey, so a missing end-of-image marker is treated as an error here. The header is
+/// read first: a frame above `limits` is refused before anything is allocated for its pixels.
+pub fn decode_jpeg_within(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, DecodeError> {
+    limits.check_bytes(bytes.len())?;
     let tail = &bytes[bytes.len().saturating_sub(64)..];
     if !tail.windows(2).any(|w| w == [0xFF, 0xD9]) {
         return Err(DecodeError::TruncatedJpeg);
@@ -49,14 +117,18 @@ pub fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
     // from reaching the caller as a panic.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let decompress = mozjpeg::Decompress::new_mem(bytes)?;
+        if let Err(e) = limits.check_pixels(decompress.width() as u64, decompress.height() as u64) {
+            return Ok(Err(e));
+        }
         let mut started = decompress.rgb()?;
         let (width, height) = (started.width(), started.height());
         let pixels: Vec<u8> = started.read_scanlines::<u8>()?;
         started.finish()?;
-        Ok::<_, std::io::Error>((width, height, pixels))
+        Ok::<_, std::io::Error>(Ok((width, height, pixels)))
     }));
     let (width, height, pixels) = match result {
-        Ok(Ok(decoded)) => decoded,
+        Ok(Ok(Ok(decoded))) => decoded,
+        Ok(Ok(Err(refused))) => return Err(refused),
         Ok(Err(e)) => return Err(DecodeError::Jpeg(e.to_string())),
         Err(panic) => {
             let msg = panic
@@ -75,10 +147,17 @@ pub fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
     }
 }
 
-/// Converts a packed YUYV 4:2:2 frame (BT.601, limited range, as UVC cameras send) to RGB8.
+/// Converts a packed YUYV 4:2:2 frame within the default [`DecodeLimits`].
 pub fn yuyv_to_rgb(buf: &[u8], width: u32, height: u32) -> Result<RgbImage, DecodeError> {
+    yuyv_to_rgb_within(buf, width, height, &DecodeLimits::default())
+}
+
+/// Converts a packed YUYV 4:2:2 frame (BT.601, limited range, as UVC cameras send) to RGB8. The
+/// buffer must hold exactly the announced size: anything else is a damaged frame.
+pub fn yuyv_to_rgb_within(buf: &[u8], width: u32, height: u32, limits: &DecodeLimits) -> Result<RgbImage, DecodeError> {
+    limits.check_pixels(u64::from(width), u64::from(height))?;
     let want = width as usize * height as usize * 2;
-    if buf.len() < want || width % 2 != 0 {
+    if buf.len() != want || width % 2 != 0 {
         return Err(DecodeError::YuyvSize { got: buf.len(), want, width, height });
     }
     let mut out = Vec::with_capacity(width as usize * height as usize * 3);
@@ -150,5 +229,50 @@ mod tests {
             assert!(p.0.iter().all(|&c| (127..=129).contains(&c)), "{p:?}");
         }
         assert!(yuyv_to_rgb(&buf[..10], 4, 2).is_err());
+        let mut longer = buf.clone();
+        longer.extend([0u8; 4]);
+        assert!(matches!(yuyv_to_rgb(&longer, 4, 2), Err(DecodeError::YuyvSize { .. })), "a size that does not match");
+        let small = DecodeLimits { max_pixels: 7, ..DecodeLimits::default() };
+        assert!(matches!(yuyv_to_rgb_within(&buf, 4, 2, &small), Err(DecodeError::TooManyPixels { .. })));
+    }
+
+    /// A valid little JPEG whose frame header (SOF0) claims `width` x `height`.
+    pub fn jpeg_claiming(width: u16, height: u16) -> Vec<u8> {
+        let mut bytes = jpeg_bytes();
+        let sof = bytes.windows(2).position(|w| w == [0xFF, 0xC0]).expect("SOF0");
+        bytes[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+        bytes[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn a_huge_header_is_refused_before_decoding() {
+        let bytes = jpeg_claiming(60000, 60000);
+        assert!(bytes.len() < 2000);
+        let before = crate::stats::peak_rss_kb();
+        let started = std::time::Instant::now();
+        let err = decode_image(&bytes).unwrap_err();
+        assert!(matches!(err, DecodeError::TooManyPixels { width: 60000, height: 60000, .. }), "{err}");
+        assert!(err.is_too_large());
+        // Refused from the header: no 10 GB buffer, no minutes of decoding.
+        assert!(crate::stats::peak_rss_kb() < before + 100_000);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // Just under the limit still decodes (as garbage or an error, but not as "too large").
+        let limits = DecodeLimits { max_pixels: 60000 * 60000, max_bytes: 1 << 20 };
+        let tiny = DecodeLimits { max_pixels: 100, ..limits };
+        assert!(matches!(decode_jpeg_within(&jpeg_bytes(), &tiny), Err(DecodeError::TooManyPixels { .. })));
+        let small_file = DecodeLimits { max_bytes: 10, ..limits };
+        assert!(matches!(decode_image_within(&jpeg_bytes(), &small_file), Err(DecodeError::FileTooLarge { .. })));
+    }
+
+    #[test]
+    fn a_huge_png_header_is_refused() {
+        let mut png = Vec::new();
+        image::RgbImage::from_pixel(16, 12, image::Rgb([1, 2, 3]))
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .expect("png");
+        assert!(decode_image(&png).is_ok());
+        let tiny = DecodeLimits { max_pixels: 100, ..DecodeLimits::default() };
+        assert!(matches!(decode_image_within(&png, &tiny), Err(DecodeError::TooManyPixels { width: 16, height: 12, .. })));
     }
 }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
+use super::decode::DecodeLimits;
 use super::{decode, FrameSource, Pacer, SourceError, SourceEvent, StopFlag};
 use crate::config::DirectoryConfig;
 use crate::frame::{Frame, FrameOrigin};
@@ -18,10 +19,11 @@ pub struct DirectorySource {
     lossless: bool,
     pacer: Pacer,
     seq: u64,
+    limits: DecodeLimits,
 }
 
 impl DirectorySource {
-    pub fn open(config: &DirectoryConfig) -> Result<Self, SourceError> {
+    pub fn open(config: &DirectoryConfig, limits: DecodeLimits) -> Result<Self, SourceError> {
         let files = list_images(&config.path)?;
         Ok(Self {
             dir: config.path.clone(),
@@ -31,6 +33,7 @@ impl DirectorySource {
             lossless: config.fps == 0.0,
             pacer: Pacer::new(config.fps),
             seq: 0,
+            limits,
         })
     }
 
@@ -60,6 +63,18 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
     Ok(files)
 }
 
+/// Reads and decodes one file; a file above the size limit is not even read. The error says
+/// why, and whether the file was refused for its size.
+fn read_and_decode(path: &Path, limits: &DecodeLimits) -> Result<image::RgbImage, (String, bool)> {
+    let len = std::fs::metadata(path).map_err(|e| (e.to_string(), false))?.len();
+    if len > limits.max_bytes {
+        let e = decode::DecodeError::FileTooLarge { bytes: len, max: limits.max_bytes };
+        return Err((e.to_string(), true));
+    }
+    let bytes = std::fs::read(path).map_err(|e| (e.to_string(), false))?;
+    decode::decode_image_within(&bytes, limits).map_err(|e| (e.to_string(), e.is_too_large()))
+}
+
 impl FrameSource for DirectorySource {
     fn next(&mut self, stop: &StopFlag) -> Option<SourceEvent> {
         if self.next_index >= self.files.len() {
@@ -79,6 +94,7 @@ impl FrameSource for DirectorySource {
                 return Some(SourceEvent::Skipped {
                     name: self.dir.display().to_string(),
                     reason: "no image files in the folder".into(),
+                    too_large: false,
                 });
             }
         }
@@ -90,9 +106,7 @@ impl FrameSource for DirectorySource {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let started = Instant::now();
         let captured_at = SystemTime::now();
-        let decoded = std::fs::read(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| decode::decode_image(&bytes).map_err(|e| e.to_string()));
+        let decoded = read_and_decode(&path, &self.limits);
         Some(match decoded {
             Ok(image) => {
                 self.seq += 1;
@@ -104,7 +118,7 @@ impl FrameSource for DirectorySource {
                     decode_time: started.elapsed(),
                 })
             }
-            Err(reason) => SourceEvent::Skipped { name: path.display().to_string(), reason },
+            Err((reason, too_large)) => SourceEvent::Skipped { name: path.display().to_string(), reason, too_large },
         })
     }
 
@@ -128,25 +142,30 @@ mod tests {
         write_png(&dir.path().join("a.png"));
         std::fs::write(dir.path().join("c.jpg"), b"").expect("write");
         std::fs::write(dir.path().join("notes.txt"), b"not an image").expect("write");
+        std::fs::write(dir.path().join("d.jpg"), vec![0u8; 5000]).expect("write");
+        image::RgbImage::from_pixel(64, 64, image::Rgb([1, 2, 3])).save(dir.path().join("e.png")).expect("png");
         let config = DirectoryConfig { path: dir.path().into(), ..Default::default() };
-        let mut source = DirectorySource::open(&config).expect("opens");
+        let limits = DecodeLimits { max_pixels: 16 * 16, max_bytes: 4096 };
+        let mut source = DirectorySource::open(&config, limits).expect("opens");
         let stop = StopFlag::default();
         let mut seen = Vec::new();
         loop {
             match source.next(&stop).expect("not stopped") {
                 SourceEvent::Frame(f) => seen.push(format!("{}#{}", f.origin.name, f.seq)),
-                SourceEvent::Skipped { name, .. } => seen.push(format!("skip {}", name.rsplit('/').next().unwrap_or(""))),
+                SourceEvent::Skipped { name, too_large, .. } => {
+                    seen.push(format!("skip{} {}", if too_large { " (too large)" } else { "" }, name.rsplit('/').next().unwrap_or("")))
+                }
                 SourceEvent::End => break,
             }
         }
-        assert_eq!(seen, ["a.png#1", "b.png#2", "skip c.jpg"]);
+        assert_eq!(seen, ["a.png#1", "b.png#2", "skip c.jpg", "skip (too large) d.jpg", "skip (too large) e.png"]);
         assert!(source.lossless());
     }
 
     #[test]
     fn missing_folder_is_a_clear_error() {
         let config = DirectoryConfig { path: "/nonexistent/lesiond".into(), ..Default::default() };
-        let err = DirectorySource::open(&config).err().expect("fails").to_string();
+        let err = DirectorySource::open(&config, DecodeLimits::default()).err().expect("fails").to_string();
         assert!(err.contains("/nonexistent/lesiond"), "{err}");
     }
 }

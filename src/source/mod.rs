@@ -22,8 +22,9 @@ use crate::frame::Frame;
 #[derive(Debug)]
 pub enum SourceEvent {
     Frame(Frame),
-    /// An input that could not be decoded: skipped, logged and counted; the source goes on.
-    Skipped { name: String, reason: String },
+    /// An input that could not be decoded, or was refused for its size before decoding
+    /// (`too_large`): skipped, logged with its name and counted; the source goes on.
+    Skipped { name: String, reason: String, too_large: bool },
     /// The source has nothing more (a directory that does not loop, a bounded synthetic run).
     End,
 }
@@ -51,15 +52,33 @@ pub trait FrameSource {
 }
 
 /// Raised once to stop a source or the whole pipeline.
+///
+/// It also carries the capture thread's heartbeat: a source that waits on purpose (a camera
+/// being reopened with backoff, a paced replay, a paused pipeline) waits through
+/// [`StopFlag::sleep`], which beats, so the watchdog tells a legitimately idle capture thread
+/// from a stuck one.
 #[derive(Debug, Clone, Default)]
-pub struct StopFlag(Arc<AtomicBool>);
+pub struct StopFlag {
+    raised: Arc<AtomicBool>,
+    heartbeat: Option<Arc<crate::supervision::Heartbeat>>,
+}
 
 impl StopFlag {
+    /// A stop flag whose sleeps beat `heartbeat`.
+    pub fn with_heartbeat(heartbeat: Arc<crate::supervision::Heartbeat>) -> Self {
+        Self { raised: Arc::default(), heartbeat: Some(heartbeat) }
+    }
     pub fn raise(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.raised.store(true, Ordering::SeqCst);
     }
     pub fn is_raised(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.raised.load(Ordering::SeqCst)
+    }
+    /// Tells the watchdog this thread is alive.
+    pub fn beat(&self) {
+        if let Some(h) = &self.heartbeat {
+            h.beat();
+        }
     }
     /// Sleeps up to `d`, in short steps, returning `false` early if the flag is raised.
     pub fn sleep(&self, d: Duration) -> bool {
@@ -70,6 +89,7 @@ impl StopFlag {
                 return false;
             }
             let s = left.min(step);
+            self.beat();
             std::thread::sleep(s);
             left -= s;
         }
@@ -80,10 +100,10 @@ impl StopFlag {
 /// Opens the source that `config.kind` names.
 pub fn open(config: &SourceConfig) -> Result<Box<dyn FrameSource>, SourceError> {
     Ok(match config.kind {
-        SourceKind::Directory => Box::new(directory::DirectorySource::open(&config.directory)?),
+        SourceKind::Directory => Box::new(directory::DirectorySource::open(&config.directory, config.decode_limits())?),
         SourceKind::Synthetic => Box::new(synthetic::SyntheticSource::new(&config.synthetic)),
         #[cfg(feature = "camera")]
-        SourceKind::Camera => Box::new(camera::CameraSource::new(&config.camera)),
+        SourceKind::Camera => Box::new(camera::CameraSource::new(&config.camera, config.decode_limits())),
         #[cfg(not(feature = "camera"))]
         SourceKind::Camera => return Err(SourceError::NoCameraSupport),
     })

@@ -1,5 +1,6 @@
 //! Shared test harness: a real mosquitto on a free loopback port, a real subscriber
-//! (mosquitto_sub), the lesiond binary, and real HAM10000 images from ../shared/data.
+//! (mosquitto_sub), the lesiond binary, generated lesion-like JPEGs for the tests that do not
+//! measure the model, and real HAM10000 images from ../shared/data for those that do.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -16,6 +17,8 @@ pub fn repo() -> PathBuf {
 }
 
 /// The HAM10000 folder: `LESIOND_DATA`, else `../shared/data/ham10000` beside the repository.
+/// Only the tests that measure the model (golden, accuracy, engines' agreement) need it;
+/// `scripts/test.sh` leaves them out, and names them, when it is absent.
 pub fn data_dir() -> PathBuf {
     let dir = std::env::var_os("LESIOND_DATA")
         .map(PathBuf::from)
@@ -26,6 +29,38 @@ pub fn data_dir() -> PathBuf {
         dir.display()
     );
     dir
+}
+
+/// `n` generated lesion-like JPEGs (lesiond's own synthetic source, seeded by `seed`), named
+/// `gen_<seed>_<i>.jpg`: for tests that exercise the daemon, not the model.
+pub fn generated_images(folder: &Path, seed: u64, n: usize, width: u32, height: u32) -> Vec<PathBuf> {
+    use lesiond::source::{FrameSource, SourceEvent, StopFlag};
+    std::fs::create_dir_all(folder).expect("mkdir");
+    let config = lesiond::config::SyntheticConfig { fps: 1e6, width, height, seed, count: 0 };
+    let mut source = lesiond::source::synthetic::SyntheticSource::new(&config);
+    let stop = StopFlag::default();
+    (0..n)
+        .map(|i| {
+            let Some(SourceEvent::Frame(frame)) = source.next(&stop) else { panic!("synthetic frame") };
+            let path = folder.join(format!("gen_{seed:03}_{i:05}.jpg"));
+            let mut out = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(&frame.image).expect("encode");
+            std::fs::write(&path, out).expect("write");
+            path
+        })
+        .collect()
+}
+
+/// A ~700-byte JPEG whose frame header claims `width` x `height` pixels (a damaged MJPEG frame
+/// or a stray file): decoding it for real would need width x height x 3 bytes.
+pub fn jpeg_claiming(width: u16, height: u16) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([(x * 16) as u8, (y * 16) as u8, 90]));
+    let mut bytes = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90).encode_image(&img).expect("encode");
+    let sof = bytes.windows(2).position(|w| w == [0xFF, 0xC0]).expect("SOF0");
+    bytes[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+    bytes[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+    bytes
 }
 
 /// The first `n` image files of the data set, by name.
@@ -126,6 +161,11 @@ impl Broker {
         self.child = Some(child);
     }
 
+    /// The broker's process id (for SIGSTOP / SIGCONT).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the broker runs").id()
+    }
+
     /// Starts the broker again on the same port with the same configuration (and database).
     pub fn restart(&mut self) {
         let conf = std::fs::read_to_string(self.dir.path().join("mosquitto.conf")).expect("conf");
@@ -203,7 +243,10 @@ impl Subscriber {
         let messages = Arc::new(Mutex::new(Vec::new()));
         let sink = messages.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            // Bytes, not `lines()`: a JPEG thumbnail's payload is not UTF-8 and must not end
+            // the reader (its stray bytes make lines that match no topic).
+            for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line);
                 let mut parts = line.splitn(3, '\t');
                 let (Some(r), Some(t), Some(p)) = (parts.next(), parts.next(), parts.next()) else { continue };
                 sink.lock().expect("lock").push(Received { retained: r == "1", topic: t.into(), payload: p.into() });
@@ -309,15 +352,62 @@ pub fn logged_result_ids(log: &str) -> Vec<String> {
         .collect()
 }
 
-/// A folder of links to the first `n` HAM10000 images.
+/// A folder of `n` generated images (200x150, the data set's size); `skip` makes another
+/// folder's images differ.
 pub fn image_folder(parent: &Path, name: &str, skip: usize, n: usize) -> PathBuf {
     let folder = parent.join(name);
-    std::fs::create_dir_all(&folder).expect("mkdir");
-    let all = sample_images(skip + n);
-    for img in &all[skip..] {
-        std::os::unix::fs::symlink(img, folder.join(img.file_name().expect("name"))).expect("symlink");
-    }
+    generated_images(&folder, skip as u64 + 1, n, 200, 150);
     folder
+}
+
+/// The `result_id`s of the results left in a spool folder.
+pub fn spooled_result_ids(spool: &Path) -> std::collections::HashSet<String> {
+    std::fs::read_dir(spool)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .filter_map(|e| std::fs::read(e.path()).ok())
+                .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .filter_map(|v| v["result_id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A number from the daemon's `stopped:` summary line, e.g. `summary_count(log, "peak RSS")`.
+pub fn summary_count(log: &str, label: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|l| l.contains("stopped: "))?;
+    let rest = line.split(&format!("{label} ")).nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// A systemd notify socket stand-in: records every datagram the daemon sends (`READY=1`,
+/// `WATCHDOG=1`, ...) with when it arrived.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    pub received: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl NotifySocket {
+    pub fn bind(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind notify socket");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = received.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                sink.lock().expect("lock").push((Instant::now(), text));
+            }
+        });
+        NotifySocket { path, received }
+    }
+
+    /// When each `WATCHDOG=1` arrived.
+    pub fn watchdog_pings(&self) -> Vec<Instant> {
+        self.received.lock().expect("lock").iter().filter(|(_, t)| t.lines().any(|l| l == "WATCHDOG=1")).map(|(at, _)| *at).collect()
+    }
 }
 
 /// Validates `value` against `docs/schemas/<name>.schema.json`; panics with every error.

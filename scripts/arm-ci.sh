@@ -171,15 +171,18 @@ PY
   sub=$!
   sleep 0.5
   # aarch64: the production config as shipped (TF Lite int8 + XNNPACK); armv7: tract.
-  engine_env=()
-  [ "$arch" = armv7 ] && engine_env=(LESIOND_MODEL__ENGINE=tract LESIOND_MODEL__PATH=models/lesion_mnv2_float.onnx)
-  env "${engine_env[@]}" \
+  if [ "$arch" = armv7 ]; then
+    export LESIOND_MODEL__ENGINE=tract LESIOND_MODEL__PATH=models/lesion_mnv2_float.onnx
+  else
+    unset LESIOND_MODEL__ENGINE LESIOND_MODEL__PATH
+  fi
   LESIOND_STATION__ID=$station LESIOND_MQTT__HOST=127.0.0.1 LESIOND_MQTT__PORT=$port \
   LESIOND_SOURCE__KIND=directory LESIOND_SOURCE__DIRECTORY__PATH="$work/frames" \
   LESIOND_SOURCE__DIRECTORY__FPS=0 LESIOND_SOURCE__DIRECTORY__EXIT_WHEN_DONE=true \
   LESIOND_SPOOL__DIR="$work/spool" LESIOND_MQTT__STATS_INTERVAL_SECS=0 LESIOND_LOG__LEVEL=info \
     run_qemu 600 run --config config/lesiond.toml > "$out/$arch-run.log" 2>&1 \
     || { echo "arm-ci: $arch daemon failed:"; tail -20 "$out/$arch-run.log"; exit 1; }
+  unset LESIOND_MODEL__ENGINE LESIOND_MODEL__PATH
   timeout 30 tail --pid="$sub" -f /dev/null || true
   kill "$sub" 2>/dev/null || true
   got=$(grep -c '"result_id"' "$work/received" || true)

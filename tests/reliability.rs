@@ -199,7 +199,11 @@ fn commands_pause_capture_resume_status_and_refuse_bad_input() {
     }
     assert_eq!(engine["xnnpack"], serde_json::json!({"requested": false, "applied": false}), "{stats}");
     assert!(engine["warmup_invoke_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{stats}");
-    assert_eq!(status["state"]["engine"], *engine, "the status reply says the same");
+    // The status reply (asked before the reload above, which loads the model again and times a
+    // new warm-up invoke) says the same, but for that time.
+    for key in ["engine", "library", "threads", "xnnpack"] {
+        assert_eq!(status["state"]["engine"][key], engine[key], "the status reply: {status}");
+    }
     daemon.signal("-TERM");
     assert!(daemon.wait(Duration::from_secs(8)).expect("exits").success());
 }

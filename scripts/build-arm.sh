@@ -31,7 +31,6 @@ if command -v rustup >/dev/null && ! rustup target list --installed 2>/dev/null 
   rustup target add "$target"
 fi
 
-var=$(echo "$target" | tr 'a-z-' 'A-Z_')
 lower=${target//-/_}
 # C code (ring, mozjpeg) with the cross gcc; bindgen (nokhwa's V4L2 bindings) parses the
 # target's kernel and libc headers from the Debian cross sysroot. The linker is set in

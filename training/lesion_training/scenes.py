@@ -214,6 +214,17 @@ def paint_out(small: np.ndarray, mask: np.ndarray, rng: np.random.Generator, dil
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def clean_skin(painted: np.ndarray, ratio: float = 0.8) -> bool:
+    """True when a painted-out image shows no other spot: inside the central ellipse (away from the
+    dermatoscope's dark corners), the smoothed luminance nowhere falls below `ratio` x its median."""
+    y = painted.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    y = _box_blur(_box_blur(y[..., None], 3), 3)[..., 0]
+    h, w = y.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    inside = ((yy - h / 2) / (0.45 * h)) ** 2 + ((xx - w / 2) / (0.45 * w)) ** 2 <= 1
+    return float(y[inside].min()) >= ratio * float(np.median(y[inside]))
+
+
 def painted_candidates(root: Path, rows: list[dict]) -> list[dict]:
     """Rows whose mask qualifies for painting out (in the given order)."""
     return [r for r in rows if paintable(load_mask_small(root, r["image_id"]))]

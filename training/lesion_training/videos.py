@@ -100,7 +100,7 @@ def _idle(plan: Plan, rng, kind: str, ctx) -> dict:
         seg.update(scene="bright", base="near_white" if base.startswith("synthetic:") else base, ev=round(ev, 3))
     elif kind == "plain_skin":
         iid = ctx.pick_paintable(rng)
-        key = ctx.add_painted(iid)
+        key = f"painted:{iid}"
         jit = _jitter_path(rng, n, rng.uniform(1, 3))
         wb = tuple(rng.uniform(0.96, 1.04, 3))
         fl = rng.integers(0, 4)
@@ -248,7 +248,10 @@ class _Ctx:
                 rng.shuffle(self.paint_order)
             r = self.paint_order.pop()
             if S.paintable(S.load_mask_small(self.root, r["image_id"])):
-                return r["image_id"]
+                k = self.add_painted(r["image_id"])
+                if S.clean_skin(self.plan.sources[k]):
+                    return r["image_id"]
+                del self.plan.sources[k]  # another spot or hair collage left: not plain skin
 
 
 def make_plan(root: Path, seed: int = 1, visits: int = 24, split: str = "test", photos: list[Path] = ()) -> Plan:
@@ -260,10 +263,11 @@ def make_plan(root: Path, seed: int = 1, visits: int = 24, split: str = "test", 
     pool = [r for r in lesions if r["lesion_id"] not in chosen_ids]  # idle scenes never show a visit's lesion
     plan = Plan(seed)
     ctx = _Ctx(plan, Path(root), pool, sorted(photos), seed)
+    kinds = [k for k in IDLE_KINDS if k != "photo" or photos]  # no photos given: no photo scenes
     order: list[str] = []
     for v in range(visits + 1):
         if not order:
-            order = list(IDLE_KINDS)
+            order = list(kinds)
             rng.shuffle(order)
         plan.segments.append(_idle(plan, rng, order.pop(), ctx))
         if v < visits:
@@ -396,8 +400,10 @@ def write_damage(out: Path, root: Path, n: int = 300, seed: int = 1, photos: lis
         for d, ev in DAMAGE_EV.items():
             put(d, f"{iid}.jpg", S.exposure(a, ev), iid, dx)
         if S.paintable(S.load_mask_small(root, iid)):
-            put("painted", f"{iid}.jpg", S.upscale(S.painted_skin_small(root, iid, seed)), iid, "")
-            n_painted += 1
+            p = S.painted_skin_small(root, iid, seed)
+            if S.clean_skin(p):
+                put("painted", f"{iid}.jpg", S.upscale(p), iid, "")
+                n_painted += 1
     for p in sorted(photos):
         put("photos", f"{p.stem}.jpg", S.load_photo(p), "", "")
     for k in range(N_SYNTHETIC):

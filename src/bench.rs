@@ -178,6 +178,9 @@ xnnpack = {xnnpack}
 {onnxruntime}
 [pipeline]
 queue_capacity = 2
+# Every frame through the engine: this measures the frame path, not examinations.
+[examination]
+mode = "continuous"
 [mqtt]
 host = "{host}"
 port = {port}

@@ -40,6 +40,33 @@ struct ImageFailure {
 
 /// Classifies image files; one JSON object per image on stdout with `--json`, a line of text
 /// otherwise. Returns how many images failed.
+/// `lesiond checks`: the per-frame checks on each image, one JSON line per image (`error` for
+/// one that cannot be read). Returns how many could not be read.
+pub fn checks(config: &crate::config::ChecksConfig, images: &[PathBuf]) -> usize {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut failures = 0;
+    for path in images {
+        let image = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| source::decode::decode_image(&bytes).map_err(|e| e.to_string()));
+        let line = match image {
+            Ok(image) => {
+                let started = std::time::Instant::now();
+                let checks = crate::checks::check_image(config, &image);
+                let ms = started.elapsed().as_secs_f64() * 1e3;
+                serde_json::json!({ "image": path.display().to_string(), "checks": checks, "lesion_in_view": checks.lesion_in_view(), "ms": (ms * 1000.0).round() / 1000.0 })
+            }
+            Err(e) => {
+                failures += 1;
+                serde_json::json!({ "image": path.display().to_string(), "error": e })
+            }
+        };
+        let _ = writeln!(out, "{line}");
+    }
+    failures
+}
+
 pub fn classify(model: &ModelConfig, images: &[PathBuf], json: bool) -> Result<usize, crate::classifier::ClassifierError> {
     let mut classifier = Classifier::load(model)?;
     // On stderr, so that --json output stays one object per image.

@@ -125,6 +125,9 @@ pub struct Reply<T: Serialize> {
 pub struct Control {
     paused: AtomicBool,
     capture_requests: AtomicU32,
+    /// `capture` commands not yet seen by the examination (a new assessment of the lesion in
+    /// view).
+    examination_requests: AtomicU32,
 }
 
 impl Control {
@@ -140,6 +143,15 @@ impl Control {
     /// Asks for one frame to be classified even while paused.
     pub fn request_capture(&self) {
         self.capture_requests.fetch_add(1, Ordering::SeqCst);
+        self.examination_requests.fetch_add(1, Ordering::SeqCst);
+    }
+    /// Gives back a capture request that a skipped input used up (not a new examination).
+    pub fn return_capture(&self) {
+        self.capture_requests.fetch_add(1, Ordering::SeqCst);
+    }
+    /// Whether a `capture` command asked for a new assessment since the last call.
+    pub fn take_examination_request(&self) -> bool {
+        self.examination_requests.swap(0, Ordering::SeqCst) > 0
     }
     /// Whether the capture thread should take a frame now (consumes a capture request when
     /// paused).

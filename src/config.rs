@@ -32,6 +32,10 @@ pub struct Config {
     pub model: ModelConfig,
     #[serde(default)]
     pub pipeline: PipelineConfig,
+    #[serde(default)]
+    pub checks: ChecksConfig,
+    #[serde(default)]
+    pub examination: ExaminationConfig,
     pub mqtt: MqttConfig,
     #[serde(default)]
     pub spool: SpoolConfig,
@@ -226,6 +230,121 @@ impl Default for PipelineConfig {
     }
 }
 
+/// Thresholds of the per-frame checks (`checks/`). Defaults measured on HAM10000's test split
+/// and generated damage (`docs/examination.md`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChecksConfig {
+    /// `too_dark` below this 95th percentile of the field's brightest channel (0..1).
+    pub too_dark_below: f32,
+    /// `too_bright` above this share of clipped pixels in the field.
+    pub too_bright_clipped_above: f32,
+    /// `glare` above this share of specular highlight in the central field.
+    pub glare_above: f32,
+    /// `not_skin` above this texture (mean |Laplacian|, 8-bit levels at 160 px): a busy scene.
+    pub not_skin_texture_above: f32,
+    /// `not_skin` below this median colour saturation: a grey scene.
+    pub not_skin_saturation_below: f32,
+    /// `not_skin` above this median colour saturation: a vividly coloured scene.
+    pub not_skin_saturation_above: f32,
+    /// `not_skin` below this share of the field where red is the strongest channel.
+    pub not_skin_red_share_below: f32,
+    /// `no_lesion` below this luminance difference between skin and candidate lesion (0..1).
+    pub lesion_contrast_min: f32,
+    /// Below this contrast a candidate must also carry structure: `no_lesion` when the
+    /// centre's texture is below `lesion_centre_texture_min` times the field's (the smooth
+    /// centre of plain or painted-over skin).
+    pub lesion_contrast_clear: f32,
+    pub lesion_centre_texture_min: f32,
+    /// `lesion_off_centre` below this share of the central disc covered by the lesion.
+    pub lesion_centre_share_min: f32,
+    /// `lesion_off_centre` above this share of the field covered by the candidate (it is then
+    /// the background, not a lesion in the middle of it).
+    pub lesion_area_max: f32,
+    /// `moving` above this displacement between frames, in pixels of a 640-px-wide frame.
+    pub motion_max_px: f32,
+    /// `out_of_focus` below this absolute focus (mean |Laplacian|, 8-bit levels at 160 px).
+    pub focus_min: f32,
+    /// `out_of_focus` below this share of the sharpest frame of the current examination.
+    pub focus_relative_min: f32,
+}
+
+impl Default for ChecksConfig {
+    fn default() -> Self {
+        Self {
+            too_dark_below: 0.62,
+            too_bright_clipped_above: 0.4,
+            glare_above: 0.2,
+            not_skin_texture_above: 16.0,
+            not_skin_saturation_below: 0.03,
+            not_skin_saturation_above: 0.8,
+            not_skin_red_share_below: 0.5,
+            lesion_contrast_min: 0.05,
+            lesion_contrast_clear: 0.09,
+            lesion_centre_texture_min: 1.0,
+            lesion_centre_share_min: 0.1,
+            lesion_area_max: 0.95,
+            motion_max_px: 8.0,
+            focus_min: 2.0,
+            focus_relative_min: 0.65,
+        }
+    }
+}
+
+/// What the examination does with frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExaminationMode {
+    /// One assessment per lesion in view, started by the lesion itself.
+    Auto,
+    /// One assessment per `cmd/capture`, on the lesion in view.
+    Manual,
+    /// Every frame classified and published, no checks (research; the behaviour before
+    /// examinations).
+    Continuous,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExaminationConfig {
+    pub mode: ExaminationMode,
+    /// Also publish (and spool) the classification of every frame the examination classified.
+    pub publish_frame_results: bool,
+    /// Frames with a lesion in view, in a row, that start an examination.
+    pub enter_frames: u32,
+    /// Good frames an assessment needs...
+    pub min_frames: u32,
+    /// ...spread over at least this long.
+    pub min_span_secs: f64,
+    /// Good frames closer together than this are not distinct; the later one is not classified.
+    pub min_frame_gap_secs: f64,
+    /// The examination ends (and the station is idle again) after this long with no lesion in view.
+    pub leave_secs: f64,
+    /// With a lesion in view this long and still no assessment, an abstaining assessment says why.
+    pub timeout_secs: f64,
+    /// Usable frames that look this different from the lesion being examined (or just
+    /// assessed), three in a row, are another lesion: the scope moved on without leaving the
+    /// skin. The difference is that of a coarse colour layout (tremor: ~0.005; another lesion:
+    /// 0.06 or more).
+    pub scene_change_above: f32,
+}
+
+impl Default for ExaminationConfig {
+    fn default() -> Self {
+        Self {
+            mode: ExaminationMode::Auto,
+            publish_frame_results: false,
+            enter_frames: 3,
+            min_frames: 5,
+            min_span_secs: 0.5,
+            min_frame_gap_secs: 0.06,
+            leave_secs: 0.6,
+            timeout_secs: 8.0,
+            scene_change_above: 0.04,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
@@ -366,6 +485,8 @@ pub struct Reloadable {
     pub preprocess: PreprocessConfig,
     pub model: ModelConfig,
     pub pipeline: PipelineConfig,
+    pub checks: ChecksConfig,
+    pub examination: ExaminationConfig,
 }
 
 /// The part only a restart changes: the MQTT connection and its topics (station id, frames
@@ -380,13 +501,13 @@ pub struct RestartOnly {
 
 impl Config {
     pub fn split(self) -> (RestartOnly, Reloadable) {
-        let Config { station, source, preprocess, model, pipeline, mqtt, spool, log } = self;
-        (RestartOnly { station, mqtt, spool, log }, Reloadable { source, preprocess, model, pipeline })
+        let Config { station, source, preprocess, model, pipeline, checks, examination, mqtt, spool, log } = self;
+        (RestartOnly { station, mqtt, spool, log }, Reloadable { source, preprocess, model, pipeline, checks, examination })
     }
 
     pub fn join(restart: RestartOnly, reload: Reloadable) -> Config {
-        let (RestartOnly { station, mqtt, spool, log }, Reloadable { source, preprocess, model, pipeline }) = (restart, reload);
-        Config { station, source, preprocess, model, pipeline, mqtt, spool, log }
+        let (RestartOnly { station, mqtt, spool, log }, Reloadable { source, preprocess, model, pipeline, checks, examination }) = (restart, reload);
+        Config { station, source, preprocess, model, pipeline, checks, examination, mqtt, spool, log }
     }
 
     /// What a reload to `new` applies: `new`'s reloadable part with this configuration's
@@ -536,6 +657,54 @@ impl Config {
         }
         if crate::logging::parse_filter(&self.log.level).is_err() {
             return Err(format!("log.level = {:?}: use error, warn, info, debug or trace", self.log.level));
+        }
+        let ex = &self.examination;
+        if ex.enter_frames == 0 || ex.min_frames == 0 {
+            return Err("examination.enter_frames and examination.min_frames must be at least 1".into());
+        }
+        for (key, v) in [
+            ("min_span_secs", ex.min_span_secs),
+            ("min_frame_gap_secs", ex.min_frame_gap_secs),
+            ("leave_secs", ex.leave_secs),
+            ("timeout_secs", ex.timeout_secs),
+        ] {
+            if !v.is_finite() || !(0.0..=3600.0).contains(&v) {
+                return Err(format!("examination.{key} = {v}: use 0..3600 seconds"));
+            }
+        }
+        if !ex.scene_change_above.is_finite() || ex.scene_change_above <= 0.0 {
+            return Err(format!("examination.scene_change_above = {}: must be positive", ex.scene_change_above));
+        }
+        if ex.timeout_secs <= ex.min_span_secs {
+            return Err("examination.timeout_secs must be longer than examination.min_span_secs".into());
+        }
+        let ch = &self.checks;
+        for (key, v) in [
+            ("too_dark_below", ch.too_dark_below),
+            ("too_bright_clipped_above", ch.too_bright_clipped_above),
+            ("glare_above", ch.glare_above),
+            ("not_skin_saturation_below", ch.not_skin_saturation_below),
+            ("not_skin_saturation_above", ch.not_skin_saturation_above),
+            ("not_skin_red_share_below", ch.not_skin_red_share_below),
+            ("lesion_contrast_min", ch.lesion_contrast_min),
+            ("lesion_contrast_clear", ch.lesion_contrast_clear),
+            ("lesion_centre_share_min", ch.lesion_centre_share_min),
+            ("lesion_area_max", ch.lesion_area_max),
+            ("focus_relative_min", ch.focus_relative_min),
+        ] {
+            if !v.is_finite() || !(0.0..=1.0).contains(&v) {
+                return Err(format!("checks.{key} = {v}: use 0..1"));
+            }
+        }
+        for (key, v) in [
+            ("not_skin_texture_above", ch.not_skin_texture_above),
+            ("lesion_centre_texture_min", ch.lesion_centre_texture_min),
+            ("motion_max_px", ch.motion_max_px),
+            ("focus_min", ch.focus_min),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!("checks.{key} = {v}: use 0 or more"));
+            }
         }
         let syn = &self.source.synthetic;
         if !syn.fps.is_finite() || syn.fps <= 0.0 {

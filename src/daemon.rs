@@ -45,6 +45,8 @@ struct Wiring {
     frames: mpsc::Sender<FrameImage>,
     stats: Arc<Stats>,
     control: Arc<Control>,
+    /// The station's state, serialized, for the publisher (retained on `state`).
+    states: tokio::sync::watch::Sender<Option<Vec<u8>>>,
 }
 
 impl Wiring {
@@ -54,6 +56,7 @@ impl Wiring {
             frames: self.frames.clone(),
             stats: self.stats.clone(),
             control: self.control.clone(),
+            states: self.states.clone(),
         };
         Pipeline::start(config, classifier, outputs)
     }
@@ -86,10 +89,11 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
     let control = Arc::new(Control::default());
     let (frames_tx, frames_rx) = mpsc::channel(4);
     let (requests_tx, mut requests) = mpsc::channel(4);
-    let shared = Shared { stats: stats.clone(), spool: spool.clone(), control: control.clone() };
+    let (states_tx, states_rx) = tokio::sync::watch::channel(None);
+    let shared = Shared { stats: stats.clone(), spool: spool.clone(), control: control.clone(), states: states_rx };
     // Task: the publisher (tokio). Threads: capture and inference (std), started by the pipeline.
     let mut publisher = publish::start(&config, shared, frames_rx, requests_tx)?;
-    let wiring = Wiring { spool, frames: frames_tx, stats: stats.clone(), control };
+    let wiring = Wiring { spool, frames: frames_tx, stats: stats.clone(), control, states: states_tx };
     let mut pipeline = wiring.start(&config, classifier)?;
 
     // READY once the model is loaded and the broker is connected — or after ready_timeout_secs

@@ -4,13 +4,14 @@
 //! The pipeline, one module per stage (see ARCHITECTURE.md):
 //!
 //! ```text
-//! source -> preprocess -> [queue] -> engine -> postprocess -> publish
+//! source -> checks -> preprocess -> [queue] -> engine -> postprocess -> examination -> publish
 //! ```
 //!
 //! [`daemon`] wires the stages together and owns the process lifecycle; [`cli`] holds the other
 //! subcommands.
 
 pub mod bench;
+pub mod checks;
 pub mod classifier;
 pub mod cli;
 pub mod commands;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod cputime;
 pub mod daemon;
 pub mod engine;
+pub mod examination;
 pub mod fault;
 pub mod frame;
 pub mod labels;

@@ -24,6 +24,15 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Run the per-frame checks (exposure, glare, scene, lesion presence, focus) on image
+    /// files, each on its own, and print what they measured: one JSON object per image.
+    Checks {
+        /// The configuration whose [checks] thresholds to use (default: the embedded one).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
     /// Classify image files and print the results.
     Classify {
         /// The model file (default: the embedded configuration's): a .tflite for the tflite
@@ -174,6 +183,16 @@ fn run(args: Args) -> Result<ExitCode, ExitCode> {
                 }
                 Err(e) => {
                     eprintln!("lesiond: {e}");
+                    Err(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Checks { config, images } => {
+            let config = load_config(&origin(config))?;
+            match cli::checks(&config.checks, &images) {
+                0 => Ok(ExitCode::SUCCESS),
+                n => {
+                    eprintln!("lesiond: {n} of {} image(s) could not be read", images.len());
                     Err(ExitCode::FAILURE)
                 }
             }

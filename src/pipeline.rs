@@ -16,8 +16,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::classifier::Classifier;
 use crate::commands::Control;
-use crate::config::Config;
+use crate::checks::{FrameChecker, FrameChecks};
+use crate::config::{Config, ExaminationConfig, ExaminationMode, SourceKind};
 use crate::cputime;
+use crate::examination::{assessment, Examination, Observed, Step};
 use crate::frame::FrameOrigin;
 use crate::preprocess::{InputTensor, Preprocessor};
 use crate::publish::payload::{self, LatencyMs, PayloadInput};
@@ -33,12 +35,18 @@ use crate::supervision::{panic_message, Heartbeat};
 /// instead of skipping every frame forever.
 const MAX_CONSECUTIVE_ENGINE_FAILURES: u32 = 5;
 
-/// A frame ready for the engine.
+/// A frame for the inference thread: checked (examination modes) and, when worth it, ready
+/// for the engine.
 struct Prepared {
     seq: u64,
+    /// When it was captured, monotonic (the examination's clock).
+    at: Instant,
     captured_at: SystemTime,
     origin: FrameOrigin,
-    input: InputTensor,
+    /// What the per-frame checks found (`None` in continuous mode, which has none).
+    checks: Option<FrameChecks>,
+    /// The engine's input; `None` when the checks turned the frame away.
+    input: Option<InputTensor>,
     frame_jpeg: Option<Vec<u8>>,
     decode: Duration,
     preprocess: Duration,
@@ -64,6 +72,21 @@ pub struct Outputs {
     pub frames: mpsc::Sender<FrameImage>,
     pub stats: Arc<Stats>,
     pub control: Arc<Control>,
+    /// The station's state, serialized, for the publisher.
+    pub states: tokio::sync::watch::Sender<Option<Vec<u8>>>,
+}
+
+/// What the pipeline does with frames: a batch replay of stored captures (a directory at
+/// `fps = 0`) keeps one classification per file, and so does the synthetic source (a new
+/// made-up lesion every frame is no examination); the camera and paced replays (videos) run
+/// examinations as `examination.mode` says.
+pub fn effective_mode(config: &Config) -> ExaminationMode {
+    let batch = config.source.kind == SourceKind::Directory && config.source.directory.fps == 0.0;
+    if batch || config.source.kind == SourceKind::Synthetic {
+        ExaminationMode::Continuous
+    } else {
+        config.examination.mode
+    }
 }
 
 /// The two threads' heartbeats: each beats on every turn of its loop and while it waits on
@@ -92,7 +115,13 @@ impl Pipeline {
     /// engine raises the stop flag so the capture thread ends too. The inference thread always
     /// sends how the pipeline ended; a dropped sender is read as a failure, never as a stop.
     pub fn start(config: &Config, classifier: Classifier, outputs: Outputs) -> Result<Pipeline, source::SourceError> {
-        let Outputs { spool, frames, stats, control } = outputs;
+        let Outputs { spool, frames, stats, control, states } = outputs;
+        let mode = effective_mode(config);
+        tracing::info!(mode = ?mode, "frames: {}", match mode {
+            ExaminationMode::Continuous => "every frame classified and published",
+            ExaminationMode::Auto => "one assessment per lesion in view",
+            ExaminationMode::Manual => "one assessment per capture command",
+        });
         stats.set_model(classifier.info());
         let exit_when_done = config.source.directory.exit_when_done;
         let preprocessor = Preprocessor::new(classifier.input_spec(), config.preprocess.circular_mask);
@@ -109,6 +138,7 @@ impl Pipeline {
             let control = control.clone();
             let publish_frames = config.mqtt.publish_frames;
             let source_config = config.source.clone();
+            let checker = (mode != ExaminationMode::Continuous).then(|| FrameChecker::new(config.checks.clone()));
             let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel(1);
             let handle = std::thread::Builder::new()
                 .name("capture".into())
@@ -124,7 +154,7 @@ impl Pipeline {
                         }
                     };
                     let ctx = CaptureContext { queue: &queue, stop: &stop, stats: &stats, control: &control, publish_frames, exit_when_done, source_done: &source_done };
-                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| capture_loop(source, preprocessor, ctx)));
+                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| capture_loop(source, checker, preprocessor, ctx)));
                     if let Err(panic) = outcome {
                         let cause = format!("capture thread panicked: {}", panic_message(&*panic));
                         tracing::error!("{cause}; finishing the queued frames, then exiting");
@@ -145,16 +175,17 @@ impl Pipeline {
             let stop = stop.clone();
             let station_id = config.station.id.clone();
             let publish_frames = config.mqtt.publish_frames;
+            let exam = ExamSetup { mode, config: config.examination.clone(), focus_relative_min: config.checks.focus_relative_min };
             std::thread::Builder::new()
                 .name("inference".into())
                 .spawn(move || {
-                    let out = InferenceOutputs { spool: &spool, frames: publish_frames.then_some(&frames), stats: &stats };
+                    let out = InferenceOutputs { spool: &spool, frames: publish_frames.then_some(&frames), stats: &stats, control: &control, states: &states };
                     // The engine's worker threads already exist (or start at the first invoke):
                     // what they use from here on is this pipeline's inference work.
                     let me = cputime::this_thread_id();
                     let workers_before = cputime::library_threads(me);
                     let mut classifier = classifier;
-                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| inference_loop(&mut classifier, &queue, &out, &heartbeat, &station_id)));
+                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| inference_loop(&mut classifier, &queue, &out, &heartbeat, &station_id, &exam)));
                     let end = match outcome {
                         Ok(Ok(invoke_cpu)) => {
                             // Counted before the classifier goes: its engine's worker threads go
@@ -254,7 +285,7 @@ struct CaptureContext<'a> {
     source_done: &'a AtomicBool,
 }
 
-fn capture_loop(mut source: Box<dyn FrameSource>, mut preprocessor: Preprocessor, ctx: CaptureContext<'_>) {
+fn capture_loop(mut source: Box<dyn FrameSource>, mut checker: Option<FrameChecker>, mut preprocessor: Preprocessor, ctx: CaptureContext<'_>) {
     let CaptureContext { queue, stop, stats, control, publish_frames, exit_when_done, source_done } = ctx;
     let lossless = source.lossless();
     let mut delivered = 0u64;
@@ -265,20 +296,33 @@ fn capture_loop(mut source: Box<dyn FrameSource>, mut preprocessor: Preprocessor
             if !stop.sleep(Duration::from_millis(50)) {
                 break;
             }
+            // Frames resume after a gap: the next one is not "motion" from the last.
+            if let Some(c) = checker.as_mut() {
+                c.reset_motion();
+            }
             continue;
         }
         let Some(event) = source.next(stop) else { break };
         match event {
             SourceEvent::Frame(frame) => {
                 Stats::inc(&stats.captured);
+                let at = Instant::now();
                 let started = Instant::now();
-                let input = preprocessor.run(&frame.image);
+                // The checks first: a frame they turn away costs no preprocessing, no inference.
+                let checks = checker.as_mut().map(|c| c.check(&frame.image));
+                let worth_it = checks.as_ref().is_none_or(FrameChecks::passed);
+                if !worth_it {
+                    Stats::inc(&stats.frames_rejected_by_checks);
+                }
+                let input = worth_it.then(|| preprocessor.run(&frame.image));
                 let preprocess = started.elapsed();
-                let frame_jpeg = publish_frames.then(|| downscaled_jpeg(&frame.image)).flatten();
+                let frame_jpeg = (publish_frames && worth_it).then(|| downscaled_jpeg(&frame.image)).flatten();
                 let prepared = Prepared {
                     seq: frame.seq,
+                    at,
                     captured_at: frame.captured_at,
                     origin: frame.origin,
+                    checks,
                     input,
                     frame_jpeg,
                     decode: frame.decode_time,
@@ -311,7 +355,7 @@ fn capture_loop(mut source: Box<dyn FrameSource>, mut preprocessor: Preprocessor
                 }
                 // A skipped input does not use up a `capture` request.
                 if control.is_paused() {
-                    control.request_capture();
+                    control.return_capture();
                 }
             }
             SourceEvent::End => {
@@ -332,47 +376,146 @@ struct InferenceOutputs<'a> {
     spool: &'a Spool,
     frames: Option<&'a mpsc::Sender<FrameImage>>,
     stats: &'a Stats,
+    control: &'a Control,
+    states: &'a tokio::sync::watch::Sender<Option<Vec<u8>>>,
 }
 
-/// Classifies, spools and logs frames until the queue closes. Returns this thread's CPU time
-/// inside the engine, for the CPU account; or why the engine is considered broken.
-fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out: &InferenceOutputs<'_>, heartbeat: &Heartbeat, station_id: &str) -> Result<Duration, String> {
+/// How the inference thread runs examinations.
+struct ExamSetup {
+    mode: ExaminationMode,
+    config: ExaminationConfig,
+    focus_relative_min: f32,
+}
+
+/// Classifies frames until the queue closes: every frame in continuous mode; in the
+/// examination modes, the frames the examination asks about, spooling its assessments and
+/// publishing its state. Returns this thread's CPU time inside the engine, for the CPU account;
+/// or why the engine is considered broken.
+fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out: &InferenceOutputs<'_>, heartbeat: &Heartbeat, station_id: &str, setup: &ExamSetup) -> Result<Duration, String> {
     let stats = out.stats;
-    let mut invoke_cpu = Duration::ZERO;
-    let mut taken = 0u64;
-    let mut failures_in_a_row = 0u32;
+    let mut engine = EngineRun { invoke_cpu: Duration::ZERO, taken: 0, failures_in_a_row: 0 };
+    let mut examination = (setup.mode != ExaminationMode::Continuous).then(|| Examination::new(setup.config.clone(), setup.focus_relative_min));
+    let spool_frames = setup.mode == ExaminationMode::Continuous || setup.config.publish_frame_results;
+    let mut last_frame_at: Option<Instant> = None;
+    let mut last_frame: Option<(FrameChecks, FrameOrigin)> = None;
     loop {
         heartbeat.beat();
         let item = match queue.pop(Duration::from_millis(200)) {
             Pop::Item(item) => item,
-            Pop::Empty => continue,
-            Pop::Closed => return Ok(invoke_cpu),
+            Pop::Empty => {
+                if let Some(exam) = examination.as_mut() {
+                    // No frames (camera gone, replay over): the lesion is gone too.
+                    exam.tick(Instant::now(), last_frame_at);
+                    publish_state(exam, out, station_id, setup.mode, last_frame.as_ref());
+                }
+                continue;
+            }
+            Pop::Closed => return Ok(engine.invoke_cpu),
         };
         stats.queue_depth.store(queue.len(), Ordering::Relaxed);
+        last_frame_at = Some(item.at);
+        let Some(exam) = examination.as_mut() else {
+            engine.classify_and_spool(classifier, item, out, station_id, true)?;
+            continue;
+        };
+        if out.control.take_examination_request() {
+            exam.request_capture(item.at);
+        }
+        let Some(checks) = item.checks.clone() else { continue };
+        let observed = Observed { seq: item.seq, at: item.at, captured_at: item.captured_at, origin: item.origin.clone(), checks };
+        if exam.observe(&observed) == Step::Classify && item.input.is_some() {
+            if let Some(probabilities) = engine.classify_and_spool(classifier, item, out, station_id, spool_frames)? {
+                exam.classified(&observed, probabilities);
+            }
+        }
+        if let Some(a) = exam.take_assessment() {
+            spool_assessment(&a, classifier, out, station_id, setup.mode);
+        }
+        last_frame = Some((observed.checks, observed.origin));
+        publish_state(exam, out, station_id, setup.mode, last_frame.as_ref());
+    }
+}
+
+/// Hands a changed state to the publisher (which publishes the newest, a few times a second at
+/// most).
+fn publish_state(exam: &mut Examination, out: &InferenceOutputs<'_>, station_id: &str, mode: ExaminationMode, frame: Option<&(FrameChecks, FrameOrigin)>) {
+    let since = exam.state_since();
+    let Some(state) = exam.take_state_change() else { return };
+    tracing::debug!(state = state.state.as_str(), check = ?state.check.map(|c| c.as_str()), "station state");
+    let frame = frame.map(|(checks, source)| crate::examination::state::FrameReport { source, checks });
+    let payload = crate::examination::state::StatePayload::new(station_id, mode, state, since, frame);
+    match serde_json::to_vec(&payload) {
+        Ok(json) => {
+            out.states.send_replace(Some(json));
+        }
+        Err(e) => tracing::error!("cannot serialize the state: {e}"),
+    }
+}
+
+/// Spools an assessment (the publisher sends it from there, like a classification).
+fn spool_assessment(a: &assessment::Assessment, classifier: &Classifier, out: &InferenceOutputs<'_>, station_id: &str, mode: ExaminationMode) {
+    let labels = classifier.labels().clone();
+    let body = assessment::payload(a, station_id, mode, classifier.info(), &labels);
+    let top = body.top.first().map(|t| (t.code.to_string(), t.probability));
+    let json = match serde_json::to_vec(&body) {
+        Ok(json) => json,
+        Err(e) => {
+            tracing::error!("cannot serialize an assessment: {e}");
+            return;
+        }
+    };
+    if let Err(e) = out.spool.append(&json) {
+        Stats::inc(&out.stats.spool_failed);
+        tracing::error!(assessment_id = %a.id, "assessment lost: {e}");
+        return;
+    }
+    Stats::inc(&out.stats.assessments);
+    if let Some(reasons) = &a.abstain {
+        Stats::inc(&out.stats.assessments_abstained);
+        tracing::info!(assessment_id = %a.id, frames = a.frames.len(), reasons = ?reasons, "assessment: abstained");
+    } else if let Some((code, p)) = top {
+        tracing::info!(assessment_id = %a.id, frames = a.frames.len(), top = %code, p = format!("{p:.3}"), "assessment");
+    }
+}
+
+/// The engine's side of the inference thread: invokes, counts failures, spools classifications.
+struct EngineRun {
+    invoke_cpu: Duration,
+    taken: u64,
+    failures_in_a_row: u32,
+}
+
+impl EngineRun {
+    /// Classifies a prepared frame; spools (and logs) its classification when `spool` is set.
+    /// Returns the calibrated probabilities, `None` when the engine failed on this frame, or
+    /// `Err` when it keeps failing.
+    fn classify_and_spool(&mut self, classifier: &mut Classifier, item: Prepared, out: &InferenceOutputs<'_>, station_id: &str, spool: bool) -> Result<Option<Vec<f32>>, String> {
+        let stats = out.stats;
+        let Some(input) = item.input.as_ref() else { return Ok(None) };
         let queue_wait = item.queued_at.elapsed();
-        taken += 1;
-        let classified = if crate::fault::before_classify(taken) {
+        self.taken += 1;
+        let classified = if crate::fault::before_classify(self.taken) {
             Err("injected fault: engine error (test-only)".to_string())
         } else {
-            classifier.classify(&item.input).map_err(|e| e.to_string())
+            classifier.classify(input).map_err(|e| e.to_string())
         };
         let (classification, _raw, timings) = match classified {
             Ok(out) => {
-                failures_in_a_row = 0;
+                self.failures_in_a_row = 0;
                 out
             }
             Err(e) => {
                 Stats::inc(&stats.failed);
                 tracing::error!(seq = item.seq, source = %item.origin.name, "{e}");
-                failures_in_a_row += 1;
-                if failures_in_a_row >= MAX_CONSECUTIVE_ENGINE_FAILURES {
-                    return Err(format!("the engine failed on {failures_in_a_row} frames in a row (last: {e})"));
+                self.failures_in_a_row += 1;
+                if self.failures_in_a_row >= MAX_CONSECUTIVE_ENGINE_FAILURES {
+                    return Err(format!("the engine failed on {} frames in a row (last: {e})", self.failures_in_a_row));
                 }
-                continue;
+                return Ok(None);
             }
         };
         Stats::inc(&stats.classified);
-        invoke_cpu += timings.inference_cpu;
+        self.invoke_cpu += timings.inference_cpu;
         let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
         let latency = LatencyMs {
             decode: ms(item.decode),
@@ -382,6 +525,11 @@ fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out
             postprocess: ms(timings.postprocess),
             total: ms(item.decode + item.preprocess + queue_wait + timings.inference + timings.postprocess),
         };
+        stats.record_latency(latency);
+        let probabilities = classification.probabilities.clone();
+        if !spool {
+            return Ok(Some(probabilities));
+        }
         let result_id = uuid::Uuid::new_v4().to_string();
         let labels = classifier.labels().clone();
         let body = payload::build(PayloadInput {
@@ -399,16 +547,15 @@ fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out
             Ok(json) => json,
             Err(e) => {
                 tracing::error!("cannot serialize result: {e}");
-                continue;
+                return Ok(Some(probabilities));
             }
         };
-        stats.record_latency(latency);
         // Into the spool before anything else: from here the result survives a dead broker, a
         // restart and a power cut; the publisher removes it once the broker acknowledged it.
         if let Err(e) = out.spool.append(&json) {
             Stats::inc(&stats.spool_failed);
             tracing::error!(seq = item.seq, "result lost: {e}");
-            continue;
+            return Ok(Some(probabilities));
         }
         // Logged once spooled: a logged result is a result that will reach the broker.
         let top = &labels.classes[classification.top[0]];
@@ -427,6 +574,7 @@ fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out
                 Stats::inc(&stats.thumbnails_dropped);
             }
         }
+        Ok(Some(probabilities))
     }
 }
 

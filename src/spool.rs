@@ -64,11 +64,22 @@ pub struct Spool {
     pub appended: tokio::sync::Notify,
 }
 
+/// What a spool entry is, and so where it is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A frame's classification (has a `result_id`).
+    Classification,
+    /// An examination's assessment (has an `assessment_id`).
+    Assessment,
+}
+
 /// A spooled result, read back for publishing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpooledResult {
     pub number: u64,
+    /// The entry's `result_id` or `assessment_id`.
     pub result_id: String,
+    pub kind: EntryKind,
     pub json: Vec<u8>,
 }
 
@@ -229,7 +240,7 @@ impl Spool {
             };
             let parsed = fs::read(self.path(number)).ok().and_then(|bytes| parse_entry(&bytes).map(|id| (id, bytes)));
             match parsed {
-                Some((result_id, json)) => return Some(SpooledResult { number, result_id, json }),
+                Some(((result_id, kind), json)) => return Some(SpooledResult { number, result_id, kind, json }),
                 None => {
                     let mut state = self.lock();
                     // Acknowledged (or dropped) meanwhile: not damaged, just gone.
@@ -311,13 +322,20 @@ fn unlink_all(paths: Vec<PathBuf>) {
     }
 }
 
-/// A spool entry is a complete JSON result with a `result_id`; returns it.
-fn parse_entry(bytes: &[u8]) -> Option<String> {
+/// A spool entry is a complete JSON classification with a `result_id` or assessment with an
+/// `assessment_id`; returns the id and which.
+fn parse_entry(bytes: &[u8]) -> Option<(String, EntryKind)> {
     #[derive(serde::Deserialize)]
     struct Head {
-        result_id: String,
+        result_id: Option<String>,
+        assessment_id: Option<String>,
     }
-    serde_json::from_slice::<Head>(bytes).ok().map(|h| h.result_id).filter(|id| !id.is_empty())
+    let head = serde_json::from_slice::<Head>(bytes).ok()?;
+    match (head.result_id, head.assessment_id) {
+        (Some(id), None) if !id.is_empty() => Some((id, EntryKind::Classification)),
+        (None, Some(id)) if !id.is_empty() => Some((id, EntryKind::Assessment)),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,13 @@ pub struct Stats {
     pub stats_dropped: AtomicU64,
     /// Command replies not published because the outbox was full.
     pub replies_dropped: AtomicU64,
+    /// Frames the per-frame checks turned away before inference (examination modes).
+    pub frames_rejected_by_checks: AtomicU64,
+    /// Assessments spooled (abstaining ones included), and of them, abstaining ones.
+    pub assessments: AtomicU64,
+    pub assessments_abstained: AtomicU64,
+    /// State messages not published (superseded by a newer one, or the outbox full).
+    pub states_dropped: AtomicU64,
     /// Frames waiting for the inference thread right now.
     pub queue_depth: AtomicUsize,
     latencies: Mutex<VecDeque<LatencyMs>>,
@@ -84,6 +91,10 @@ impl Default for Stats {
             thumbnails_dropped: AtomicU64::new(0),
             stats_dropped: AtomicU64::new(0),
             replies_dropped: AtomicU64::new(0),
+            frames_rejected_by_checks: AtomicU64::new(0),
+            assessments: AtomicU64::new(0),
+            assessments_abstained: AtomicU64::new(0),
+            states_dropped: AtomicU64::new(0),
             queue_depth: AtomicUsize::new(0),
             latencies: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
             publish_latencies: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
@@ -135,6 +146,10 @@ pub struct Snapshot {
     pub thumbnails_dropped: u64,
     pub stats_dropped: u64,
     pub replies_dropped: u64,
+    pub frames_rejected_by_checks: u64,
+    pub assessments: u64,
+    pub assessments_abstained: u64,
+    pub states_dropped: u64,
     pub queue_depth: usize,
     pub latency_ms: StageLatencies,
 }
@@ -216,6 +231,10 @@ impl Stats {
             thumbnails_dropped: Self::get(&self.thumbnails_dropped),
             stats_dropped: Self::get(&self.stats_dropped),
             replies_dropped: Self::get(&self.replies_dropped),
+            frames_rejected_by_checks: Self::get(&self.frames_rejected_by_checks),
+            assessments: Self::get(&self.assessments),
+            assessments_abstained: Self::get(&self.assessments_abstained),
+            states_dropped: Self::get(&self.states_dropped),
             queue_depth: self.queue_depth.load(Ordering::Relaxed),
             latency_ms,
         }

@@ -1,6 +1,9 @@
 //! Publishing to the clinic's MQTT broker. Topics (see `docs/mqtt.md`), under
 //! `<prefix>/<station>/`:
-//! - `classification`: one JSON result per classified frame, QoS 1, from the spool.
+//! - `assessment`: one JSON assessment per examined lesion, QoS 1, from the spool.
+//! - `state`: what the station is doing (idle, hold steady, assessing, ...), retained.
+//! - `classification`: one JSON result per classified frame, QoS 1, from the spool (every frame
+//!   in continuous mode and batch replays; opt-in per examined frame otherwise).
 //! - `status`: `online` / `offline`, retained; `offline` is also the last will.
 //! - `stats`: counters, retained, every `mqtt.stats_interval_secs`.
 //! - `cmd/<name>` in, `reply/<name>` out: remote commands.
@@ -20,6 +23,8 @@ use crate::config::Config;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Topics {
     pub classification: String,
+    pub assessment: String,
+    pub state: String,
     pub status: String,
     pub stats: String,
     /// The subscription for commands: `<base>/cmd/+`.
@@ -32,6 +37,8 @@ impl Topics {
         let base = format!("{}/{}", config.mqtt.topic_prefix, config.station.id);
         Self {
             classification: format!("{base}/classification"),
+            assessment: format!("{base}/assessment"),
+            state: format!("{base}/state"),
             status: format!("{base}/status"),
             stats: format!("{base}/stats"),
             commands: format!("{base}/cmd/+"),

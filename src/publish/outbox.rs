@@ -24,6 +24,8 @@ pub enum MessageKind {
     Status,
     /// The retained counters.
     Stats,
+    /// The retained station state (only the newest matters).
+    State,
     /// A reply to a command.
     Reply,
     /// A downscaled frame (QoS 0, only when enabled).
@@ -49,6 +51,7 @@ pub struct Dropped {
     pub thumbnails: u64,
     pub stats: u64,
     pub replies: u64,
+    pub states: u64,
 }
 
 impl Dropped {
@@ -57,6 +60,7 @@ impl Dropped {
             MessageKind::Frame => self.thumbnails += 1,
             MessageKind::Stats => self.stats += 1,
             MessageKind::Reply => self.replies += 1,
+            MessageKind::State => self.states += 1,
             MessageKind::Result { .. } | MessageKind::Status => {}
         }
     }
@@ -73,21 +77,28 @@ impl Outbox {
     /// Queues `message` for the client, keeping `waiting` bounded; returns what was dropped.
     pub fn push(&mut self, message: Message) -> Dropped {
         let mut dropped = Dropped::default();
-        if message.kind == MessageKind::Stats {
-            // Retained counters: only the newest matters.
+        if matches!(message.kind, MessageKind::Stats | MessageKind::State) {
+            // Retained counters and state: only the newest matters.
+            let kind = message.kind.clone();
             let before = self.waiting.len();
-            self.waiting.retain(|m| m.kind != MessageKind::Stats);
-            dropped.stats += (before - self.waiting.len()) as u64;
+            self.waiting.retain(|m| m.kind != kind);
+            let superseded = (before - self.waiting.len()) as u64;
+            if kind == MessageKind::Stats {
+                dropped.stats += superseded;
+            } else {
+                dropped.states += superseded;
+            }
         }
-        let droppable = |m: &Message| matches!(m.kind, MessageKind::Frame | MessageKind::Stats | MessageKind::Reply);
+        let droppable = |m: &Message| matches!(m.kind, MessageKind::Frame | MessageKind::Stats | MessageKind::State | MessageKind::Reply);
         if droppable(&message) {
             while self.waiting.len() >= WAITING_LIMIT {
                 // The least valuable waiting message of a kind no more valuable than this one.
                 let rank = |k: &MessageKind| match k {
                     MessageKind::Frame => 0,
                     MessageKind::Stats => 1,
-                    MessageKind::Reply => 2,
-                    _ => 3,
+                    MessageKind::State => 2,
+                    MessageKind::Reply => 3,
+                    _ => 4,
                 };
                 let mine = rank(&message.kind);
                 let victim = (0..=mine).find_map(|r| self.waiting.iter().position(|m| rank(&m.kind) == r));
@@ -154,7 +165,7 @@ impl Outbox {
         for m in all {
             match m.kind {
                 MessageKind::Reply => again.push_back(m),
-                MessageKind::Frame | MessageKind::Stats => dropped.count(&m.kind),
+                MessageKind::Frame | MessageKind::Stats | MessageKind::State => dropped.count(&m.kind),
                 MessageKind::Result { .. } | MessageKind::Status => {}
             }
         }

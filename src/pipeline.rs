@@ -136,7 +136,8 @@ impl Pipeline {
             let (queue, stop, stats, source_done) = (queue.clone(), stop.clone(), stats.clone(), source_done.clone());
             let capture_failure = capture_failure.clone();
             let control = control.clone();
-            let publish_frames = config.mqtt.publish_frames;
+            // Thumbnails go out next to per-frame classifications only (examinations publish none).
+            let publish_frames = config.mqtt.publish_frames && (mode == ExaminationMode::Continuous || config.examination.publish_frame_results);
             let source_config = config.source.clone();
             let checker = (mode != ExaminationMode::Continuous).then(|| FrameChecker::new(config.checks.clone()));
             let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel(1);
@@ -338,7 +339,7 @@ fn capture_loop(mut source: Box<dyn FrameSource>, mut checker: Option<FrameCheck
                     if queue.push_wait(prepared, give_up).is_err() {
                         break;
                     }
-                } else if queue.push_drop_oldest(prepared).is_some() {
+                } else if queue.push_drop_preferring(prepared, |p| p.input.is_none()).is_some() {
                     Stats::inc(&stats.dropped);
                 }
                 stats.queue_depth.store(queue.len(), Ordering::Relaxed);

@@ -53,6 +53,24 @@ impl<T> FrameQueue<T> {
         dropped
     }
 
+    /// Like [`FrameQueue::push_drop_oldest`], but when full the oldest *expendable* waiting item
+    /// goes first (a frame the checks turned away: the examination only needs its figures),
+    /// and only then the oldest of all.
+    pub fn push_drop_preferring(&self, item: T, expendable: impl Fn(&T) -> bool) -> Option<T> {
+        let mut s = self.lock();
+        let dropped = if s.items.len() >= self.capacity {
+            match s.items.iter().position(&expendable) {
+                Some(at) => s.items.remove(at),
+                None => s.items.pop_front(),
+            }
+        } else {
+            None
+        };
+        s.items.push_back(item);
+        self.changed.notify_all();
+        dropped
+    }
+
     /// Adds `item`, waiting for room. Gives the item back if `give_up` turns true while waiting.
     pub fn push_wait(&self, item: T, give_up: impl Fn() -> bool) -> Result<(), T> {
         let mut s = self.lock();
@@ -100,6 +118,16 @@ impl<T> FrameQueue<T> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_full_queue_drops_an_expendable_item_before_a_good_one() {
+        let q = FrameQueue::new(2);
+        q.push_drop_preferring(10, |v| *v < 0);
+        q.push_drop_preferring(-1, |v| *v < 0);
+        assert_eq!(q.push_drop_preferring(11, |v| *v < 0), Some(-1));
+        assert_eq!(q.push_drop_preferring(12, |v| *v < 0), Some(10), "none expendable: the oldest");
+        assert_eq!(q.pop(Duration::ZERO), Pop::Item(11));
+    }
+
     use super::*;
 
     #[test]

@@ -243,10 +243,13 @@ impl Stats {
     /// One line for the log at shutdown.
     pub fn summary(&self) -> String {
         format!(
-            "captured {}, classified {}, dropped {}, skipped as corrupt {}, skipped as too large {}, failed {}, published {}, acknowledged {}, thumbnails dropped {}, stats dropped {}, replies dropped {}, peak RSS {} kB",
+            "captured {}, classified {}, dropped {}, turned away by the checks {}, assessments {} ({} abstaining), skipped as corrupt {}, skipped as too large {}, failed {}, published {}, acknowledged {}, thumbnails dropped {}, stats dropped {}, replies dropped {}, peak RSS {} kB",
             Self::get(&self.captured),
             Self::get(&self.classified),
             Self::get(&self.dropped),
+            Self::get(&self.frames_rejected_by_checks),
+            Self::get(&self.assessments),
+            Self::get(&self.assessments_abstained),
             Self::get(&self.skipped_corrupt),
             Self::get(&self.skipped_too_large),
             Self::get(&self.failed),

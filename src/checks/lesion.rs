@@ -19,7 +19,6 @@ const FIELD_RADIUS: f32 = 0.97;
 const BLACK: f32 = 0.06;
 /// The centre the lesion must hold.
 const CENTRE_RADIUS: f32 = 0.35;
-
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct LesionFigures {
     /// Mean luminance of the skin class minus that of the lesion class, 0..1.
@@ -86,6 +85,9 @@ pub fn measure(a: &Analysis) -> LesionFigures {
     if field.len() < 50 {
         return LesionFigures { texture, saturation, centre_texture, red_share, ..LesionFigures::default() };
     }
+    // Split on luminance: pigmented and vascular lesions are darker than the skin around them.
+    // (Weighting in colour saturation, or median-filtering away hairs, measured no better on
+    // the validation damage set; see docs/examination.md.)
     let l: Vec<f32> = field.iter().map(|&i| luma(a.thumb[i])).collect();
     let threshold = otsu(&l);
     let (mut dark_sum, mut dark_n, mut light_sum, mut light_n) = (0.0f32, 0u32, 0.0f32, 0u32);

@@ -76,6 +76,11 @@ struct Exam {
 
 /// Usable frames in a row that must look different before the view counts as another lesion.
 const CHANGED_FRAMES: u32 = 3;
+/// A frame sharper than this times the least sharp of the last few usable frames is still
+/// coming into focus (the scope is settling on the skin): wait for the focus to settle, or
+/// every frame of an approach would be "the sharpest so far".
+const FOCUS_SETTLING: f32 = 1.15;
+const SETTLING_FRAMES: usize = 4;
 
 enum Phase {
     Idle { streak: u32 },
@@ -93,6 +98,8 @@ pub struct Examination {
     capture_until: Option<Instant>,
     ready: Option<Assessment>,
     state_changed: bool,
+    /// Focus of the last few frames that passed every check (to see it settle).
+    recent_focus: std::collections::VecDeque<f32>,
 }
 
 impl Examination {
@@ -106,7 +113,22 @@ impl Examination {
             capture_until: None,
             ready: None,
             state_changed: true,
+            recent_focus: std::collections::VecDeque::with_capacity(SETTLING_FRAMES),
         }
+    }
+
+    /// Whether this usable frame is still coming into focus; remembers its focus.
+    fn settling(&mut self, checks: &FrameChecks) -> bool {
+        if !checks.passed() {
+            self.recent_focus.clear();
+            return false;
+        }
+        let least = self.recent_focus.iter().copied().fold(f32::INFINITY, f32::min);
+        if self.recent_focus.len() == SETTLING_FRAMES {
+            self.recent_focus.pop_front();
+        }
+        self.recent_focus.push_back(checks.focus);
+        least.is_finite() && checks.focus > FOCUS_SETTLING * least
     }
 
     pub fn state(&self) -> &StationState {
@@ -155,6 +177,11 @@ impl Examination {
 
     /// One frame, in capture order. Returns whether to classify it.
     pub fn observe(&mut self, f: &Observed) -> Step {
+        let settling = self.settling(&f.checks);
+        self.observe_settling(f, settling)
+    }
+
+    fn observe_settling(&mut self, f: &Observed, settling: bool) -> Step {
         let in_view = f.checks.lesion_in_view();
         let leave = secs(self.config.leave_secs);
         if self.capture_until.is_some_and(|t| f.at > t) {
@@ -182,11 +209,16 @@ impl Examination {
                         reference: None,
                         changed_in_a_row: 0,
                     }));
-                    return self.observe_examining(f);
+                    return self.observe_examining(f, settling);
+                }
+                if in_view && *streak < 2 {
+                    // One frame with a lesion may be a flicker: the state stays as it was.
+                    return Step::Skip;
                 }
                 let state = if in_view {
-                    // A lesion coming into view: say what keeps it from being examined.
-                    let check = f.checks.first_failed();
+                    // A lesion coming into view (two frames in a row: one is a flicker): say
+                    // what keeps it from being examined.
+                    let check = f.checks.first_failed().or(settling.then_some(Check::OutOfFocus));
                     let name = match check {
                         None | Some(Check::LesionOffCentre) => StateName::Searching,
                         Some(_) => StateName::HoldSteady,
@@ -210,7 +242,7 @@ impl Examination {
                     // The scope moved on to another lesion without leaving the skin.
                     tracing::info!("another lesion in view");
                     self.phase = Phase::Idle { streak: self.config.enter_frames.saturating_sub(1) };
-                    return self.observe(f);
+                    return self.observe_settling(f, settling);
                 }
                 if !in_view && f.at.saturating_duration_since(*last_in_view) > leave {
                     self.phase = Phase::Idle { streak: 0 };
@@ -218,11 +250,11 @@ impl Examination {
                 }
                 Step::Skip
             }
-            Phase::Examining(_) => self.observe_examining(f),
+            Phase::Examining(_) => self.observe_examining(f, settling),
         }
     }
 
-    fn observe_examining(&mut self, f: &Observed) -> Step {
+    fn observe_examining(&mut self, f: &Observed, settling: bool) -> Step {
         let Phase::Examining(exam) = &mut self.phase else { return Step::Skip };
         let in_view = f.checks.lesion_in_view();
         if in_view {
@@ -265,14 +297,14 @@ impl Examination {
                     // its frames must not mix with the new one's. Start again on the new view.
                     tracing::info!(frames_classified = exam.used.len(), "the view changed before an assessment; examining the new view");
                     self.phase = Phase::Idle { streak: self.config.enter_frames.saturating_sub(1) };
-                    return self.observe(f);
+                    return self.observe_settling(f, settling);
                 }
                 return Step::Skip;
             }
             exam.changed_in_a_row = 0;
         }
         exam.max_focus = exam.max_focus.max(f.checks.focus);
-        if f.checks.focus < self.focus_relative_min * exam.max_focus {
+        if settling || f.checks.focus < self.focus_relative_min * exam.max_focus {
             *exam.failures.entry(Check::OutOfFocus).or_default() += 1;
             self.set_state(examining(StateName::HoldSteady, Some(Check::OutOfFocus)), f.captured_at);
             return Step::Skip;

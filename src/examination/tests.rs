@@ -166,3 +166,22 @@ fn the_assessment_weights_sharper_frames_more() {
     let unweighted = a.frames.iter().map(|f| f.probabilities[4]).sum::<f32>() / a.frames.len() as f32;
     assert!(p[4] > unweighted, "weighted {} vs plain mean {unweighted}", p[4]);
 }
+
+#[test]
+fn an_approach_that_is_still_coming_into_focus_is_named_out_of_focus() {
+    let mut c = Clip::auto();
+    c.frames(10, &[Check::TooDark], 0.0, &NEVUS);
+    for step in 0..10 {
+        c.frames(1, &[], 2.0 + 0.4 * step as f32, &NEVUS); // sharpening by ~15 % a frame
+    }
+    let before_hold = c.classified;
+    c.frames(40, &[], 6.0, &NEVUS);
+    assert_eq!(before_hold, 0, "frames still coming into focus are not classified");
+    assert_eq!(c.assessments.len(), 1);
+    assert!(
+        c.states.iter().any(|s| s.state == StateName::HoldSteady && s.check == Some(Check::OutOfFocus)),
+        "{:?}",
+        c.names()
+    );
+    assert_eq!(c.names(), [StateName::Idle, StateName::HoldSteady, StateName::Assessing, StateName::Assessed]);
+}

@@ -211,6 +211,9 @@ pub struct Received {
     pub retained: bool,
     pub topic: String,
     pub payload: String,
+    /// When the subscriber read it (on loopback: within a millisecond of the broker's PUBACK
+    /// to the publisher).
+    pub received_at: std::time::SystemTime,
 }
 
 /// A real subscriber on `lesiond/#` at QoS 1, collecting every message.
@@ -249,7 +252,7 @@ impl Subscriber {
                 let line = String::from_utf8_lossy(&line);
                 let mut parts = line.splitn(3, '\t');
                 let (Some(r), Some(t), Some(p)) = (parts.next(), parts.next(), parts.next()) else { continue };
-                sink.lock().expect("lock").push(Received { retained: r == "1", topic: t.into(), payload: p.into() });
+                sink.lock().expect("lock").push(Received { retained: r == "1", topic: t.into(), payload: p.into(), received_at: std::time::SystemTime::now() });
             }
         });
         // Give the subscription a moment to reach the broker.

@@ -288,7 +288,7 @@ def cmd_videos(a):
     if not a.out:
         raise SystemExit("videos: --out DIR is required")
     write_video(Path(a.out), data_root(a.data), seed=a.seed, visits=a.visits, split=a.split,
-                photos=_photo_list(a), jobs=a.jobs or default_jobs(), log=log)
+                photos=_photo_list(a), jobs=a.jobs or default_jobs(), log=log, pose=a.pose)
 
 
 def cmd_damage(a):
@@ -336,6 +336,9 @@ def main(argv=None):
     v.add_argument("--seed", type=int, default=1, help="videos / damage: seed (same seed, same output)")
     v.add_argument("--photos", help="folder of everyday photos (default target/photos/, extracted if empty)")
     v.add_argument("--split", default="test", choices=["train", "val", "test"], help="videos / damage: split")
+    v.add_argument("--pose", action="store_true",
+                   help="videos: also vary each visit's pose (mirror/flip/180 degrees, tilt, lesion up to 40 px "
+                        "off-centre, white balance +-5 %%), beyond issue 12's hold (jitter, noise, flicker)")
     v.add_argument("--jobs", type=int, help="videos: render processes (default min(2, cores))")
     a = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

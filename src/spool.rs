@@ -361,6 +361,25 @@ mod tests {
     }
 
     #[test]
+    fn assessments_are_spooled_like_classifications_and_read_back_as_assessments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(&config(dir.path(), 1 << 20)).expect("open");
+        spool.append(&result("r1")).expect("append");
+        spool.append(br#"{"assessment_id":"a1","frames":[]}"#).expect("append");
+        spool.append(br#"{"result_id":"x","assessment_id":"y"}"#).expect("append");
+        drop(spool);
+        // After a restart: both kinds come back, in order, each with its kind; an entry that is
+        // both is damaged.
+        let spool = Spool::open(&config(dir.path(), 1 << 20)).expect("reopen");
+        let a = spool.next_after(None).expect("first");
+        let b = spool.next_after(Some(a.number)).expect("second");
+        assert_eq!((a.result_id.as_str(), a.kind), ("r1", EntryKind::Classification));
+        assert_eq!((b.result_id.as_str(), b.kind), ("a1", EntryKind::Assessment));
+        assert!(spool.next_after(Some(b.number)).is_none());
+        assert_eq!(spool.stats().damaged, 1);
+    }
+
+    #[test]
     fn entries_survive_a_restart_in_order_until_acknowledged() {
         let dir = tempfile::tempdir().expect("tempdir");
         let spool = Spool::open(&config(dir.path(), 1 << 20)).expect("open");

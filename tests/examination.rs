@@ -201,7 +201,7 @@ fn each_lesion_visit_gets_one_assessment_and_idle_scenes_none() {
         let approach_end = segments[v]["approach"][1].as_u64().expect("approach");
         let next_last = segments.get(v + 1).and_then(|s| s["last"].as_u64()).unwrap_or(last);
         let frame_of = |s: &Value| s["frame"]["source"]["name"].as_str().map(frame_number);
-        let before = states.iter().filter(|s| frame_of(s).is_some_and(|f| f < first)).next_back();
+        let before = states.iter().rfind(|s| frame_of(s).is_some_and(|f| f < first));
         let during: Vec<&Value> = states.iter().filter(|s| frame_of(s).is_some_and(|f| f >= first && f <= next_last)).collect();
         let names: Vec<&str> = during.iter().filter_map(|s| s["state"].as_str()).collect();
         let id = list[0].0["assessment_id"].as_str();

@@ -11,7 +11,7 @@
 
 use serde::Serialize;
 
-use super::analysis::{luma, mean_abs_laplacian, percentile, saturation, Analysis, FOCUS_H, FOCUS_W, THUMB_W};
+use super::analysis::{luma, mean_abs_laplacian, percentile, saturation, Analysis, FOCUS_H, FOCUS_W};
 
 /// The field for lesion presence: inside this radius and not black (a round window's
 /// vignette is not a lesion).
@@ -107,7 +107,6 @@ pub fn measure(a: &Analysis) -> LesionFigures {
         }
     }
     let contrast = if dark_n > 0 && light_n > 0 { light_sum / light_n as f32 - dark_sum / dark_n as f32 } else { 0.0 };
-    debug_assert!(THUMB_W > 0);
     LesionFigures {
         contrast,
         centre_share: centre_dark as f32 / centre_n.max(1) as f32,

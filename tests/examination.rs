@@ -123,6 +123,7 @@ fn each_lesion_visit_gets_one_assessment_and_idle_scenes_none() {
         sub.on("/assessment").into_iter().map(|m| (serde_json::from_str(&m.payload).expect("assessment JSON"), m.received_at)).collect();
     let mut per_visit: BTreeMap<usize, Vec<&(Value, SystemTime)>> = BTreeMap::new();
     for a in &assessments {
+        assert_schema("assessment", &a.0);
         let used: Vec<u64> = a.0["frames"].as_array().expect("frames").iter().map(|f| frame_number(f["source"]["name"].as_str().expect("name"))).collect();
         let segs: Vec<Option<usize>> = used.iter().map(|&f| segment_of(f)).collect();
         let Some(Some(seg)) = segs.first() else {
@@ -195,6 +196,9 @@ fn each_lesion_visit_gets_one_assessment_and_idle_scenes_none() {
     // --- states: idle before the visit, a named check during the approach, assessing,
     // assessed (with this assessment's id), idle again after it
     let states: Vec<Value> = sub.on("/state").iter().map(|m| serde_json::from_str(&m.payload).expect("state JSON")).collect();
+    for s in &states {
+        assert_schema("state", s);
+    }
     let mut sequences_ok = 0;
     for (&v, list) in &per_visit {
         let (first, last) = (segments[v]["first"].as_u64().expect("first"), segments[v]["last"].as_u64().expect("last"));

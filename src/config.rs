@@ -749,6 +749,10 @@ mod tests {
         let text = include_str!("../config/lesiond.toml");
         let c = load(text, &[]).expect("production config loads");
         assert_eq!(c.source.kind, SourceKind::Camera);
+        // The production file spells out the checks and the examination: it must say what the
+        // defaults (measured in docs/examination.md) are, not a stale copy of them.
+        assert_eq!(c.checks, ChecksConfig::default());
+        assert_eq!(c.examination, ExaminationConfig::default());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::classifier::ModelInfo;
 use crate::config::ExaminationMode;
 use crate::frame::FrameOrigin;
 use crate::labels::Labels;
-use crate::publish::payload::{rfc3339, ModelRef, DISCLAIMER};
+use crate::publish::payload::{rfc3339, ClassResult, ModelRef, DISCLAIMER};
 
 pub const ASSESSMENT_SCHEMA_VERSION: u32 = 1;
 
@@ -80,15 +80,6 @@ impl Assessment {
 }
 
 #[derive(Debug, Serialize)]
-pub struct ClassEntry<'a> {
-    pub code: &'a str,
-    pub name: &'a str,
-    pub description: &'a str,
-    pub malignant: bool,
-    pub probability: f32,
-}
-
-#[derive(Debug, Serialize)]
 pub struct Abstain {
     pub reasons: Vec<String>,
     pub message: &'static str,
@@ -150,7 +141,7 @@ pub struct AssessmentPayload<'a> {
     /// when no frame was classified).
     pub probabilities: BTreeMap<&'a str, f32>,
     /// The three most probable classes, best first, with what they mean.
-    pub top: Vec<ClassEntry<'a>>,
+    pub top: Vec<ClassResult<'a>>,
     /// Sum of the probabilities of the malignant classes (mel, bcc, akiec).
     pub malignant_probability: Option<f32>,
     pub agreement: Option<Agreement>,
@@ -173,11 +164,11 @@ pub fn payload<'a>(a: &'a Assessment, station_id: &'a str, mode: ExaminationMode
     let mel = labels.classes.iter().find(|l| l.code == "mel").map(|l| l.index);
     let (prob_map, top, malignant, agreement) = match &probabilities {
         Some(p) => {
-            let top: Vec<ClassEntry<'a>> = top_of(p)
+            let top: Vec<ClassResult<'a>> = top_of(p)
                 .into_iter()
                 .map(|i| {
                     let l = &labels.classes[i];
-                    ClassEntry { code: &l.code, name: &l.name, description: &l.description, malignant: l.malignant, probability: round4(p[i]) }
+                    ClassResult { code: &l.code, name: &l.name, description: &l.description, malignant: l.malignant, probability: round4(p[i]) }
                 })
                 .collect();
             let best = top_of(p)[0];

@@ -38,8 +38,12 @@ struct ImageFailure {
     error: String,
 }
 
-/// Classifies image files; one JSON object per image on stdout with `--json`, a line of text
-/// otherwise. Returns how many images failed.
+/// Reads and decodes an image file; the error is the message to print.
+fn read_image(path: &Path) -> Result<image::RgbImage, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    source::decode::decode_image(&bytes).map_err(|e| e.to_string())
+}
+
 /// `lesiond checks`: the per-frame checks on each image, one JSON line per image (`error` for
 /// one that cannot be read). Returns how many could not be read.
 pub fn checks(config: &crate::config::ChecksConfig, images: &[PathBuf]) -> usize {
@@ -47,10 +51,7 @@ pub fn checks(config: &crate::config::ChecksConfig, images: &[PathBuf]) -> usize
     let mut out = stdout.lock();
     let mut failures = 0;
     for path in images {
-        let image = std::fs::read(path)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| source::decode::decode_image(&bytes).map_err(|e| e.to_string()));
-        let line = match image {
+        let line = match read_image(path) {
             Ok(image) => {
                 let started = std::time::Instant::now();
                 let checks = crate::checks::check_image(config, &image);
@@ -67,6 +68,8 @@ pub fn checks(config: &crate::config::ChecksConfig, images: &[PathBuf]) -> usize
     failures
 }
 
+/// Classifies image files; one JSON object per image on stdout with `--json`, a line of text
+/// otherwise. Returns how many images failed.
 pub fn classify(model: &ModelConfig, images: &[PathBuf], json: bool) -> Result<usize, crate::classifier::ClassifierError> {
     let mut classifier = Classifier::load(model)?;
     // On stderr, so that --json output stays one object per image.
@@ -78,14 +81,11 @@ pub fn classify(model: &ModelConfig, images: &[PathBuf], json: bool) -> Result<u
     let mut out = stdout.lock();
     let mut failures = 0;
     for path in images {
-        let outcome = std::fs::read(path)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| source::decode::decode_image(&bytes).map_err(|e| e.to_string()))
-            .and_then(|image| {
-                let input = preprocessor.run(&image);
-                let sha = input.sha256();
-                classifier.classify(&input).map(|(c, raw, _)| (c, raw, sha)).map_err(|e| e.to_string())
-            });
+        let outcome = read_image(path).and_then(|image| {
+            let input = preprocessor.run(&image);
+            let sha = input.sha256();
+            classifier.classify(&input).map(|(c, raw, _)| (c, raw, sha)).map_err(|e| e.to_string())
+        });
         let line = match outcome {
             Ok((c, raw, input_sha256)) => {
                 let result = ImageResult {

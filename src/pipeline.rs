@@ -308,7 +308,6 @@ fn capture_loop(mut source: Box<dyn FrameSource>, mut checker: Option<FrameCheck
             SourceEvent::Frame(frame) => {
                 Stats::inc(&stats.captured);
                 let at = Instant::now();
-                let started = Instant::now();
                 // The checks first: a frame they turn away costs no preprocessing, no inference.
                 let checks = checker.as_mut().map(|c| c.check(&frame.image));
                 let worth_it = checks.as_ref().is_none_or(FrameChecks::passed);
@@ -316,7 +315,7 @@ fn capture_loop(mut source: Box<dyn FrameSource>, mut checker: Option<FrameCheck
                     Stats::inc(&stats.frames_rejected_by_checks);
                 }
                 let input = worth_it.then(|| preprocessor.run(&frame.image));
-                let preprocess = started.elapsed();
+                let preprocess = at.elapsed();
                 let frame_jpeg = (publish_frames && worth_it).then(|| downscaled_jpeg(&frame.image)).flatten();
                 let prepared = Prepared {
                     seq: frame.seq,

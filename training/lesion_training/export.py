@@ -1,7 +1,6 @@
 """Export torch MobileNetV2 -> float TFLite, int8 TFLite (uint8 I/O), float ONNX; plus checks."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -10,7 +9,7 @@ import numpy as np
 import torch
 
 from .model import RawNHWC, fold_layers, tf_forward_fn
-from .paths import CLASSES, FLOAT_TFLITE_NAME, H, INT8_NAME, MODELS, ONNX_NAME, SEED, W
+from .paths import CLASSES, FLOAT_TFLITE_NAME, H, INT8_NAME, MODELS, ONNX_NAME, SEED, W, sha256_file  # noqa: F401 (re-exported)
 
 LABELS = [
     ("akiec", "Actinic keratoses",
@@ -34,14 +33,6 @@ LABELS = [
     ("vasc", "Vascular lesions",
      "Vascular lesions: cherry angiomas, angiokeratomas, pyogenic granulomas and haemorrhage.", False),
 ]
-
-
-def sha256_file(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_labels(models: Path = MODELS) -> None:

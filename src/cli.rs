@@ -51,16 +51,26 @@ pub fn checks(config: &crate::config::ChecksConfig, images: &[PathBuf]) -> usize
     let mut out = stdout.lock();
     let mut failures = 0;
     for path in images {
+        // Serialized from the structs, not through serde_json::Value: that would widen the f32
+        // figures to f64 and print 0.872 as 0.871999979019165.
+        #[derive(Serialize)]
+        struct CheckedImage<'a> {
+            image: String,
+            checks: &'a crate::checks::FrameChecks,
+            lesion_in_view: bool,
+            ms: f64,
+        }
         let line = match read_image(path) {
             Ok(image) => {
                 let started = std::time::Instant::now();
                 let checks = crate::checks::check_image(config, &image);
                 let ms = started.elapsed().as_secs_f64() * 1e3;
-                serde_json::json!({ "image": path.display().to_string(), "checks": checks, "lesion_in_view": checks.lesion_in_view(), "ms": (ms * 1000.0).round() / 1000.0 })
+                let row = CheckedImage { image: path.display().to_string(), checks: &checks, lesion_in_view: checks.lesion_in_view(), ms: (ms * 1000.0).round() / 1000.0 };
+                serde_json::to_string(&row).unwrap_or_default()
             }
             Err(e) => {
                 failures += 1;
-                serde_json::json!({ "image": path.display().to_string(), "error": e })
+                serde_json::to_string(&ImageFailure { image: path.display().to_string(), error: e }).unwrap_or_default()
             }
         };
         let _ = writeln!(out, "{line}");

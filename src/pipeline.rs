@@ -395,6 +395,12 @@ fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out
     let stats = out.stats;
     let mut engine = EngineRun { invoke_cpu: Duration::ZERO, taken: 0, failures_in_a_row: 0 };
     let mut examination = (setup.mode != ExaminationMode::Continuous).then(|| Examination::new(setup.config.clone(), setup.focus_relative_min));
+    if examination.is_none() {
+        // Continuous mode has no station state. An empty retained message removes the one a
+        // previous examination mode left on the broker (after a reload, or from the last run),
+        // so that no screen keeps showing it.
+        out.states.send_replace(Some(Vec::new()));
+    }
     let spool_frames = setup.mode == ExaminationMode::Continuous || setup.config.publish_frame_results;
     let mut last_frame_at: Option<Instant> = None;
     let mut last_frame: Option<(FrameChecks, FrameOrigin)> = None;

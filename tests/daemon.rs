@@ -22,6 +22,33 @@ fn sha256_file(path: &std::path::Path) -> String {
     hex::encode(sha2::Sha256::digest(std::fs::read(path).expect("read")))
 }
 
+/// A station that ran examinations leaves its last `state` retained on the broker; once it runs
+/// in continuous mode (a reload, or a batch replay) there is no state, and no screen must keep
+/// showing the old one.
+#[test]
+fn continuous_mode_clears_the_retained_state() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let folder = work.path().join("captures");
+    generated_images(&folder, 2, 2, 200, 150);
+    let broker = Broker::start();
+    let published = std::process::Command::new(find_program("mosquitto_pub"))
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-r", "-t", "lesiond/cs/state", "-m", r#"{"state":"assessed"}"#])
+        .args(&broker.client_args)
+        .status()
+        .expect("mosquitto_pub");
+    assert!(published.success());
+    let before = Subscriber::start(&broker, "lesiond/cs/state");
+    assert!(wait_until(Duration::from_secs(3), || before.on("/state").iter().any(|m| m.retained)), "the old state is retained");
+
+    let config = write_file(work.path(), "lesiond.toml", &config_text("cs", broker.port, &directory_source(&folder, true), work.path()));
+    let mut daemon = Daemon::start(&config, &[], work.path());
+    let status = daemon.wait(Duration::from_secs(120)).expect("daemon exits after the last image");
+    assert!(status.success(), "exit {status:?}\n{}", daemon.log_text());
+    let after = Subscriber::start(&broker, "lesiond/cs/state");
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(after.on("/state").is_empty(), "a retained state is left: {:?}", after.on("/state"));
+}
+
 #[test]
 fn every_image_gives_exactly_one_well_formed_message_and_corrupt_files_are_skipped() {
     let work = tempfile::tempdir().expect("tempdir");

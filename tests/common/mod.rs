@@ -76,7 +76,7 @@ pub fn sample_images(n: usize) -> Vec<PathBuf> {
     files
 }
 
-fn find_program(name: &str) -> PathBuf {
+pub fn find_program(name: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
         let p = Path::new(dir).join(name);
         if p.is_file() {

@@ -11,6 +11,7 @@ use crate::engine::{self, Engine, EngineError, EngineRuntime, RawOutput};
 use crate::labels::{Labels, LabelsError};
 use crate::postprocess::{self, CalibrationError, Classification};
 use crate::preprocess::{InputSpec, InputTensor};
+use crate::referral::{OperatingPoint, OperatingPointError, Referral};
 
 /// What identifies the model in every published result.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -23,6 +24,11 @@ pub struct ModelInfo {
     #[serde(skip)]
     pub path: PathBuf,
     pub status: EngineStatus,
+    /// The refer thresholds' version, when they apply to this model.
+    pub operating_point: Option<String>,
+    /// Whether results carry a refer flag, and why not: for `lesiond check` and the log.
+    #[serde(skip)]
+    pub referral: String,
 }
 
 /// The engine as it runs, and how long one warm-up invoke took at load (the first invoke pays
@@ -49,6 +55,8 @@ pub enum ClassifierError {
     Labels(#[from] LabelsError),
     #[error(transparent)]
     Calibration(#[from] CalibrationError),
+    #[error(transparent)]
+    OperatingPoint(#[from] OperatingPointError),
     #[error("model {path} has {model} outputs but {labels} lists {listed} classes: they must belong together")]
     ClassMismatch { path: PathBuf, model: usize, labels: PathBuf, listed: usize },
     #[error("cannot read model file {path}: {source}")]
@@ -59,6 +67,7 @@ pub struct Classifier {
     engine: Box<dyn Engine>,
     labels: Arc<Labels>,
     info: ModelInfo,
+    operating_point: Option<OperatingPoint>,
 }
 
 /// Time spent in the engine and in postprocessing for one frame.
@@ -92,10 +101,39 @@ impl Classifier {
             hex::encode(Sha256::digest(&bytes))
         };
         let id = config.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        // A file that cannot be read or makes no sense is a start-up error; thresholds made for
+        // another model are left out (they would flag the wrong lesions) and said so.
+        let (operating_point, referral) = match &config.operating_point {
+            None => (None, "no operating point configured: results carry no refer flag".to_string()),
+            Some(path) => {
+                let op = OperatingPoint::load(path, &labels)?;
+                if op.model_sha256 == sha256 {
+                    let note = format!("refer when {} ({})", op.describe(), op.version);
+                    (Some(op), note)
+                } else {
+                    let note = format!(
+                        "{} was chosen for the model with sha256 {}, not this one: results carry no refer flag (python -m lesion_training operating-point)",
+                        path.display(),
+                        op.model_sha256
+                    );
+                    tracing::warn!("{note}");
+                    (None, note)
+                }
+            }
+        };
         let warmup_invoke_ms = warm_up(engine.as_mut())?;
         let status = EngineStatus { runtime: engine.runtime(), warmup_invoke_ms };
-        let info = ModelInfo { id, sha256, engine: engine.describe(), temperature, path: config.path.clone(), status };
-        Ok(Self { engine, labels: Arc::new(labels), info })
+        let info = ModelInfo {
+            id,
+            sha256,
+            engine: engine.describe(),
+            temperature,
+            path: config.path.clone(),
+            status,
+            operating_point: operating_point.as_ref().map(|op| op.version.clone()),
+            referral,
+        };
+        Ok(Self { engine, labels: Arc::new(labels), info, operating_point })
     }
 
     pub fn input_spec(&self) -> InputSpec {
@@ -108,6 +146,16 @@ impl Classifier {
 
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// The refer flag for calibrated probabilities in model order; `None` when no operating
+    /// point applies to this model.
+    pub fn refer(&self, probabilities: &[f32]) -> Option<Referral<'_>> {
+        self.operating_point.as_ref().map(|op| op.decide(probabilities))
+    }
+
+    pub fn operating_point(&self) -> Option<&OperatingPoint> {
+        self.operating_point.as_ref()
     }
 
     /// Engine, then postprocessing, on one preprocessed input.

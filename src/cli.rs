@@ -17,6 +17,9 @@ struct ImageResult<'a> {
     probabilities: std::collections::BTreeMap<&'a str, f32>,
     top: Vec<TopEntry<'a>>,
     malignant_probability: f32,
+    /// The refer flag at the model's operating point (`null`: none applies to this model).
+    refer: Option<bool>,
+    referral: Option<crate::referral::Referral<'a>>,
     /// sha256 of the exact bytes given to the engine (for comparing with the Python reference).
     input_sha256: String,
     /// The engine's raw output (quantized values for an int8 model).
@@ -98,6 +101,7 @@ pub fn classify(model: &ModelConfig, images: &[PathBuf], json: bool) -> Result<u
         });
         let line = match outcome {
             Ok((c, raw, input_sha256)) => {
+                let referral = classifier.refer(&c.probabilities);
                 let result = ImageResult {
                     image: path.display().to_string(),
                     probabilities: labels.classes.iter().map(|l| (l.code.as_str(), c.probabilities[l.index])).collect(),
@@ -112,6 +116,8 @@ pub fn classify(model: &ModelConfig, images: &[PathBuf], json: bool) -> Result<u
                         })
                         .collect(),
                     malignant_probability: labels.classes.iter().filter(|l| l.malignant).map(|l| c.probabilities[l.index]).sum(),
+                    refer: referral.as_ref().map(|r| r.refer),
+                    referral,
                     input_sha256,
                     raw_output: match raw {
                         RawOutput::U8 { values, .. } => serde_json::json!(values),
@@ -124,7 +130,11 @@ pub fn classify(model: &ModelConfig, images: &[PathBuf], json: bool) -> Result<u
                 } else {
                     let top: Vec<String> =
                         result.top.iter().map(|t| format!("{} {:.1}%", t.code, t.probability * 100.0)).collect();
-                    format!("{}: {}", result.image, top.join(", "))
+                    let refer = match &result.referral {
+                        Some(r) if r.refer => format!("; refer ({})", r.rules_fired.join(", ")),
+                        _ => String::new(),
+                    };
+                    format!("{}: {}{refer}", result.image, top.join(", "))
                 }
             }
             Err(error) => {
@@ -158,6 +168,9 @@ pub fn check(config: &Config) -> bool {
         Ok(c) => {
             let info = c.info();
             report(true, "model", &format!("{} sha256 {} T={}", info.engine, info.sha256, info.temperature));
+            // Not a failure: a model without an operating point still classifies; its results
+            // just carry no refer flag, and this line says so.
+            report(true, "referral", &info.referral);
             report(true, "engine", &info.status.to_string());
         }
         Err(e) => all_ok &= report(false, "model", &e.to_string()),

@@ -189,6 +189,10 @@ pub struct ModelConfig {
     /// JSON file with the temperature fitted on validation; absent means uncalibrated (T = 1).
     #[serde(default)]
     pub calibration: Option<PathBuf>,
+    /// JSON file with the refer thresholds chosen for this model file (`models/operating_point.json`);
+    /// absent, or made for another model's sha256, means results carry no refer flag.
+    #[serde(default)]
+    pub operating_point: Option<PathBuf>,
     #[serde(default = "default_threads")]
     pub threads: u32,
     /// Run the model through TF Lite's XNNPACK delegate. Default: on in aarch64 builds with the

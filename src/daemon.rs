@@ -83,6 +83,7 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
     let info = classifier.info().clone();
     tracing::info!(model = %info.id, sha256 = %info.sha256, temperature = info.temperature, "{}", info.engine);
     tracing::info!(model = %info.id, "{}", info.status);
+    tracing::info!(model = %info.id, "{}", info.referral);
     let spool = Arc::new(Spool::open(&config.spool)?);
 
     let stats = Arc::new(Stats::default());

@@ -29,6 +29,7 @@ pub mod postprocess;
 pub mod preprocess;
 pub mod publish;
 pub mod queue;
+pub mod referral;
 pub mod source;
 pub mod spool;
 pub mod stats;

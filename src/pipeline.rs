@@ -461,7 +461,7 @@ fn publish_state(exam: &mut Examination, out: &InferenceOutputs<'_>, station_id:
 /// Spools an assessment (the publisher sends it from there, like a classification).
 fn spool_assessment(a: &assessment::Assessment, classifier: &Classifier, out: &InferenceOutputs<'_>, station_id: &str, mode: ExaminationMode) {
     let labels = classifier.labels().clone();
-    let body = assessment::payload(a, station_id, mode, classifier.info(), &labels);
+    let body = assessment::payload(a, station_id, mode, classifier.info(), &labels, classifier.operating_point());
     let top = body.top.first().map(|t| (t.code.to_string(), t.probability));
     let json = match serde_json::to_vec(&body) {
         Ok(json) => json,
@@ -547,6 +547,7 @@ impl EngineRun {
             model: classifier.info(),
             labels: &labels,
             classification: &classification,
+            referral: classifier.refer(&classification.probabilities),
             latency,
         });
         let json = match serde_json::to_vec(&body) {

@@ -79,10 +79,14 @@ fn every_image_gives_exactly_one_well_formed_message_and_corrupt_files_are_skipp
         assert!(!m.retained, "classifications are not retained");
         let v: serde_json::Value = serde_json::from_str(&m.payload).expect("JSON payload");
         assert_schema("classification", &v);
-        assert_eq!(v["schema_version"], 1);
+        assert_eq!(v["schema_version"], 2);
         assert_eq!(v["station_id"], "batch");
         assert_eq!(v["source"]["kind"], "directory");
         assert_eq!(v["model"]["sha256"], model_sha.as_str());
+        // The shipped operating point is made for the shipped model: every result carries the flag.
+        assert!(v["refer"].is_boolean(), "refer flag: {v}");
+        assert_eq!(v["referral"]["refer"], v["refer"]);
+        assert!(v["referral"]["operating_point"].as_str().is_some_and(|s| s.starts_with("lesion_mnv2_int8@")));
         assert!(v["seq"].as_u64().is_some_and(|s| s >= 1));
         assert!(v["captured_at"].as_str().is_some_and(|t| t.ends_with('Z')));
         assert!(ids.insert(v["result_id"].as_str().expect("result_id").to_string()), "result ids are unique");

@@ -124,6 +124,8 @@ fn each_lesion_visit_gets_one_assessment_and_idle_scenes_none() {
     let mut per_visit: BTreeMap<usize, Vec<&(Value, SystemTime)>> = BTreeMap::new();
     for a in &assessments {
         assert_schema("assessment", &a.0);
+        // An answer carries the refer flag of the shipped operating point; an abstention none.
+        assert_eq!(a.0["refer"].is_boolean(), a.0["abstain"].is_null(), "refer flag exactly on answers: {}", a.0);
         let used: Vec<u64> = a.0["frames"].as_array().expect("frames").iter().map(|f| frame_number(f["source"]["name"].as_str().expect("name"))).collect();
         let segs: Vec<Option<usize>> = used.iter().map(|&f| segment_of(f)).collect();
         let Some(Some(seg)) = segs.first() else {

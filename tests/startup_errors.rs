@@ -47,6 +47,29 @@ fn wrong_shape_model_fails_at_start() {
 }
 
 #[test]
+fn a_broken_operating_point_fails_at_start() {
+    // labels.json is JSON but not an operating point: a start-up error naming the file, not a
+    // station that silently never refers.
+    let config = cfg(SOURCE).replace("models/operating_point.json", "models/labels.json");
+    let (code, text) = run_with(&config);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("operating point file models/labels.json is not valid"), "{text}");
+}
+
+#[test]
+fn an_operating_point_for_another_model_is_not_applied_and_said_so() {
+    // The float model is not the file the thresholds were chosen for: `lesiond check` says
+    // there will be no flag (and the daemon would run without one).
+    let work = tempfile::tempdir().expect("tempdir");
+    let config = cfg(SOURCE).replace("models/lesion_mnv2_int8.tflite", "models/lesion_mnv2_float.tflite");
+    let path = write_file(work.path(), "lesiond.toml", &config);
+    let out = lesiond().args(["check", "--config"]).arg(&path).output().expect("check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("referral: models/operating_point.json was chosen for the model with sha256"), "{text}");
+    assert!(text.contains("results carry no refer flag"), "{text}");
+}
+
+#[test]
 fn broken_config_fails_with_a_message_naming_the_key() {
     let (code, text) = run_with(&cfg(SOURCE).replace("[mqtt]", "[mqtt]\nhots = \"x\""));
     assert_eq!(code, 2, "{text}");

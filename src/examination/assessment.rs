@@ -13,8 +13,9 @@ use crate::config::ExaminationMode;
 use crate::frame::FrameOrigin;
 use crate::labels::Labels;
 use crate::publish::payload::{rfc3339, ClassResult, ModelRef, DISCLAIMER};
+use crate::referral::{OperatingPoint, Referral};
 
-pub const ASSESSMENT_SCHEMA_VERSION: u32 = 1;
+pub const ASSESSMENT_SCHEMA_VERSION: u32 = 2;
 
 /// A classified frame of an examination.
 #[derive(Debug, Clone)]
@@ -144,6 +145,11 @@ pub struct AssessmentPayload<'a> {
     pub top: Vec<ClassResult<'a>>,
     /// Sum of the probabilities of the malignant classes (mel, bcc, akiec).
     pub malignant_probability: Option<f32>,
+    /// Whether the assessment's probabilities cross the model's refer operating point; `null`
+    /// when the station abstains (no answer, no flag either way) or no operating point applies.
+    pub refer: Option<bool>,
+    /// Which rules fired and the operating point's version (`null` as `refer`).
+    pub referral: Option<Referral<'a>>,
     pub agreement: Option<Agreement>,
     pub quality: Quality,
     /// The frames used, in capture order.
@@ -158,8 +164,19 @@ fn round4(p: f32) -> f32 {
     (p * 10_000.0).round() / 10_000.0
 }
 
-pub fn payload<'a>(a: &'a Assessment, station_id: &'a str, mode: ExaminationMode, model: &'a ModelInfo, labels: &'a Labels) -> AssessmentPayload<'a> {
+pub fn payload<'a>(
+    a: &'a Assessment,
+    station_id: &'a str,
+    mode: ExaminationMode,
+    model: &'a ModelInfo,
+    labels: &'a Labels,
+    operating_point: Option<&'a OperatingPoint>,
+) -> AssessmentPayload<'a> {
     let probabilities = a.probabilities();
+    let referral = match (&probabilities, &a.abstain, operating_point) {
+        (Some(p), None, Some(op)) => Some(op.decide(p)),
+        _ => None,
+    };
     let top_of = |p: &[f32]| crate::postprocess::top_k(p, 3);
     let mel = labels.classes.iter().find(|l| l.code == "mel").map(|l| l.index);
     let (prob_map, top, malignant, agreement) = match &probabilities {
@@ -236,6 +253,8 @@ pub fn payload<'a>(a: &'a Assessment, station_id: &'a str, mode: ExaminationMode
         probabilities: prob_map,
         top,
         malignant_probability: malignant,
+        refer: referral.as_ref().map(|r| r.refer),
+        referral,
         agreement,
         quality,
         frames,

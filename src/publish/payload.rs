@@ -9,8 +9,9 @@ use crate::classifier::ModelInfo;
 use crate::frame::FrameOrigin;
 use crate::labels::Labels;
 use crate::postprocess::Classification;
+use crate::referral::Referral;
 
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 pub const DISCLAIMER: &str =
     "Decision support only, not a diagnosis: a clinician must assess every lesion.";
@@ -35,6 +36,11 @@ pub struct ClassificationPayload<'a> {
     pub classes: Vec<ClassResult<'a>>,
     /// Sum of the probabilities of the malignant classes (mel, bcc, akiec).
     pub malignant_probability: f32,
+    /// Whether the probabilities cross the model's refer operating point; `null` when no
+    /// operating point applies to this model.
+    pub refer: Option<bool>,
+    /// Which rules fired and the operating point's version (`null` as `refer`).
+    pub referral: Option<Referral<'a>>,
     pub latency_ms: LatencyMs,
     pub disclaimer: &'static str,
 }
@@ -97,6 +103,7 @@ pub struct PayloadInput<'a> {
     pub model: &'a ModelInfo,
     pub labels: &'a Labels,
     pub classification: &'a Classification,
+    pub referral: Option<Referral<'a>>,
     pub latency: LatencyMs,
 }
 
@@ -143,6 +150,8 @@ pub fn build(input: PayloadInput<'_>) -> ClassificationPayload<'_> {
             .collect(),
         classes: (0..input.labels.len()).map(class).collect(),
         malignant_probability: round4(malignant_probability),
+        refer: input.referral.as_ref().map(|r| r.refer),
+        referral: input.referral,
         latency_ms: input.latency,
         disclaimer: DISCLAIMER,
     }
@@ -166,6 +175,8 @@ mod tests {
                 runtime: crate::engine::EngineRuntime { engine: "tflite", library: "TF Lite 2.6.0".into(), threads: 1, xnnpack: None },
                 warmup_invoke_ms: 1.0,
             },
+            operating_point: None,
+            referral: String::new(),
         };
         let classification =
             crate::postprocess::classify(&RawOutput::F32(vec![0.0, 0.0, 0.0, 0.0, 3.0, 1.0, 0.0]), 1.0);
@@ -179,10 +190,11 @@ mod tests {
             model: &model,
             labels: &labels,
             classification: &classification,
+            referral: None,
             latency: LatencyMs::default(),
         });
         let v = serde_json::to_value(&payload).expect("serializes");
-        assert_eq!(v["schema_version"], 1);
+        assert_eq!(v["schema_version"], 2);
         assert_eq!(v["captured_at"], "1970-01-01T00:00:00Z");
         assert_eq!(v["top"][0]["code"], "mel");
         assert_eq!(v["top"][0]["malignant"], true);
@@ -190,6 +202,7 @@ mod tests {
         assert_eq!(v["classes"].as_array().map(Vec::len), Some(7));
         assert_eq!(v["probabilities"].as_object().map(|o| o.len()), Some(7));
         assert!(v["disclaimer"].as_str().is_some_and(|s| s.contains("not a diagnosis")));
+        assert!(v["refer"].is_null() && v["referral"].is_null(), "no operating point, no flag");
         let total: f64 = v["probabilities"].as_object().expect("map").values().filter_map(|p| p.as_f64()).sum();
         assert!((total - 1.0).abs() < 1e-3);
     }

@@ -451,6 +451,7 @@ id = "{station}"
 path = "models/lesion_mnv2_int8.tflite"
 labels = "models/labels.json"
 calibration = "models/calibration.json"
+operating_point = "models/operating_point.json"
 threads = 1
 
 [pipeline]

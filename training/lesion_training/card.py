@@ -132,4 +132,10 @@ python -m lesion_training all --preset gpu     # CUDA box: full fine-tune (not r
 python -m lesion_training onnx-int8            # only the int8 ONNX (part of `all`): onnxruntime, numpy, pillow
 ```
 """
+    # The refer operating point belongs to the exact model file; `operating-point` re-measures it
+    # after an export (a card regenerated before that keeps the old section, which names its model).
+    op_file = MODELS / "operating_point.json"
+    if op_file.exists():
+        from .operating_point import markdown, replace_section
+        text = replace_section(text, markdown(json.loads(op_file.read_text())))
     (MODELS / "README.md").write_text(text)

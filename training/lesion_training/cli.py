@@ -300,6 +300,35 @@ def cmd_damage(a):
                  log=log)
 
 
+def cmd_operating_point(a):
+    """Refer thresholds chosen on validation lesions, measured on test (models/operating_point.json
+    and the model card's section), from the daemon's own `lesiond classify --json`."""
+    from . import operating_point as op
+    from .paths import sha256_file
+    root = data_root(a.data)
+    rows = {s: op.split_rows(SPLIT_CSV, s) for s in ("val", "test")}
+    results = {}
+    for s in ("val", "test"):
+        cached = getattr(a, f"{s}_results")
+        if cached:
+            results[s] = op.read_jsonl(Path(cached))
+        else:
+            log(f"lesiond classify --json on {len(rows[s])} {s} images ...")
+            results[s] = op.classify(a.lesiond, [root / "images" / f"{r['image_id']}.jpg" for r in rows[s]])
+    model_file = MODELS / INT8_NAME
+    model = {"id": model_file.stem, "sha256": sha256_file(model_file)}
+    point = op.build(rows["val"], results["val"], rows["test"], results["test"], model)
+    (MODELS / "operating_point.json").write_text(json.dumps(point, indent=1) + "\n")
+    card = MODELS / "README.md"
+    card.write_text(op.replace_section(card.read_text(), op.markdown(point)))
+    for part in ("validation_by_lesion", "test_by_lesion", "test_by_image"):
+        r = point[part]
+        log(f"{part}: " + ", ".join(f"{k} {v['value']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]"
+                                    for k, v in r.items() if k != "n") + f"; n {r['n']}")
+    log("thresholds: " + ", ".join(f"{r['name']} {r['threshold']:.5f}" for r in point["rules"])
+        + f"; daemon flag agrees on {point['test_by_image_daemon_flag_agrees']} of {point['test_images']} images")
+
+
 def cmd_all(a):
     steps = [cmd_setup, cmd_split, cmd_train, cmd_calibrate, cmd_export, cmd_check, cmd_evaluate, cmd_onnx_int8,
              cmd_golden]
@@ -311,7 +340,8 @@ def cmd_all(a):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m lesion_training")
     p.add_argument("cmd", choices=["setup", "split", "train", "calibrate", "export", "check", "evaluate",
-                                   "golden", "placeholder", "onnx-int8", "all", "videos", "damage", "photos"])
+                                   "golden", "placeholder", "onnx-int8", "all", "videos", "damage", "photos",
+                                   "operating-point"])
     p.add_argument("--data", help="HAM10000 root (default $LESIOND_DATA or ../shared/data/ham10000)")
     p.add_argument("--preset", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--threads", type=int, default=2)
@@ -340,6 +370,11 @@ def main(argv=None):
                    help="videos: also vary each visit's pose (mirror/flip/180 degrees, tilt, lesion up to 40 px "
                         "off-centre, white balance +-5 %%), beyond issue 12's hold (jitter, noise, flicker)")
     v.add_argument("--jobs", type=int, help="videos: render processes (default min(2, cores))")
+    o = p.add_argument_group("operating-point (numpy only)")
+    o.add_argument("--lesiond", default=str(Path(__file__).resolve().parents[2] / "target" / "release" / "lesiond"),
+                   help="the daemon whose `classify --json` gives the probabilities")
+    o.add_argument("--val-results", help="saved `lesiond classify --json` lines of the val images (skips running it)")
+    o.add_argument("--test-results", help="the same for the test images")
     a = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     globals()[f"cmd_{a.cmd.replace('-', '_')}"](a)

@@ -33,3 +33,4 @@ pub mod source;
 pub mod spool;
 pub mod stats;
 pub mod supervision;
+pub mod viewer;

@@ -73,7 +73,9 @@ function showAbout(a) {
     $("state-detail").textContent = "This station classifies every frame (examination mode continuous); see MQTT.";
   }
   $("station").textContent = `Station ${a.station_id}`;
-  $("model").textContent = `Model ${a.model_id} · ${a.engine}`;
+  $("model").textContent = `Model ${a.model_id}`;
+  $("engine").textContent = a.engine;
+  $("engine").title = `${a.engine}, sha256 ${a.model_sha256}`;
   $("disclaimer").textContent = a.disclaimer;
 }
 
@@ -140,6 +142,7 @@ function showLatest() {
     }
   }
   $("top").replaceChildren(...a.top.map(topItem));
+  $("latest-disclaimer").textContent = a.disclaimer;
   const q = a.quality;
   $("quality").textContent =
     `${q.frames} frames used over ${(q.span_ms / 1000).toFixed(1)} s · sharpness ≥ ${pct(q.focus_relative_min)} of the best · ` +

@@ -31,6 +31,9 @@ struct Browser(std::process::Child);
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_some() {
+            return;
+        }
         let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
         if !wait_until(Duration::from_secs(10), || self.0.try_wait().ok().flatten().is_some()) {
             let _ = self.0.kill();

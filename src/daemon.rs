@@ -34,7 +34,7 @@ pub enum DaemonError {
     #[error("MQTT: {0}")]
     Mqtt(#[from] LinkError),
     #[error(transparent)]
-    Viewer(#[from] crate::viewer::ViewerError),
+    Viewer(#[from] viewer::ViewerError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     /// A thread or task failed while running (its cause): exit non-zero so systemd restarts us.
@@ -110,7 +110,6 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
     let (requests_tx, mut requests) = mpsc::channel(4);
     let (states_tx, states_rx) = tokio::sync::watch::channel(None);
     let shared = Shared { stats: stats.clone(), spool: spool.clone(), control: control.clone(), states: states_rx.clone() };
-    // Task: the publisher (tokio). Threads: capture and inference (std), started by the pipeline.
     // The screen's socket before anything runs: a busy port or an unreadable password file is a
     // start-up error, named, rather than a station that silently has no screen.
     let screen = match config.viewer.enabled {
@@ -120,6 +119,7 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
     let assessments = Arc::new(AssessmentFeed::default());
     let (about_tx, about_rx) = tokio::sync::watch::channel(None);
     let feeds = Feeds { states: states_rx.clone(), assessments: assessments.clone(), about: about_rx };
+    // Task: the publisher (tokio). Threads: capture and inference (std), started by the pipeline.
     let mut publisher = publish::start(&config, shared, frames_rx, requests_tx)?;
     let wiring = Wiring { spool, frames: frames_tx, stats: stats.clone(), control, states: states_tx, assessments, about: about_tx };
     let mut pipeline = wiring.start(&config, classifier)?;

@@ -7,7 +7,8 @@
 //! Asserts: the state shown goes idle -> hold steady / assessing (with its progress) ->
 //! assessed, live; the assessment then shown is one published on MQTT, with the same
 //! `assessment_id` and top class; the model and "decision support, not a diagnosis" are on
-//! the page; stopping the daemon brings up the "Station offline" banner. Saves screenshots of
+//! the page; stopping the daemon brings up the "Station offline" banner, and starting it again
+//! on the same address takes it away (the browser reconnects by itself). Saves screenshots of
 //! the states into `docs/screenshots/` (the README shows one). Needs the data set for the
 //! video (like tests/examination.rs, whose video it shares).
 
@@ -110,6 +111,15 @@ fn the_screen_shows_the_examination_live_and_the_assessment_published_on_mqtt() 
     let after: Value = serde_json::from_str(&lines.next().expect("the browser said nothing more").expect("read")).expect("JSON");
     assert_eq!(after["offline"]["offline_banner"], true, "no offline banner: {after}");
     assert_eq!(after["offline"]["text"], "Station offline", "{after}");
+
+    // The station comes back on the same address: the page reconnects by itself.
+    let addr = viewer_addr(&daemon.log_text()).expect("address");
+    let restarted = [env.as_slice(), &[("LESIOND_VIEWER__LISTEN", addr.as_str())]].concat();
+    let again = tempfile::tempdir().expect("tempdir");
+    let _daemon = Daemon::start(&repo().join("config/lesiond.toml"), &restarted, again.path());
+    let back: Value = serde_json::from_str(&lines.next().expect("the browser said nothing more").expect("read")).expect("JSON");
+    assert_eq!(back["reconnected"]["offline_banner"], false, "still offline after a restart: {back}");
+    assert_eq!(back["reconnected"]["connection"], "open", "{back}");
     assert!(browser.0.wait().expect("browser").success());
     for name in ["viewer-idle.png", "viewer-assessing.png", "viewer-assessed.png"] {
         let size = std::fs::metadata(shots.join(name)).map(|m| m.len()).unwrap_or(0);

@@ -6,7 +6,8 @@ station screen for tests/viewer.rs, and reports what the page showed, read from 
 Prints one JSON line once it has seen, live, the state go idle -> hold steady / assessing ->
 assessed and a new assessment with an answer shown (with a screenshot of each of the three),
 then waits for the station to go away (the test stops the daemon) and prints a second JSON
-line saying whether the "Station offline" banner came up.
+line saying whether the "Station offline" banner came up, and a third once the page is back
+(the test starts the daemon again) or after 30 s.
 """
 import json
 import os
@@ -117,6 +118,12 @@ def main():
         if page["offline_banner"]:
             driver.save_screenshot(os.path.join(shots, "viewer-offline.png"))
         print(json.dumps({"offline": page}), flush=True)
+        # The test starts the daemon again on the same address: EventSource reconnects by itself.
+        end = time.monotonic() + 30
+        while (page["offline_banner"] or page["connection"] != "open") and time.monotonic() < end:
+            time.sleep(0.1)
+            page = driver.execute_script(READ_PAGE)
+        print(json.dumps({"reconnected": page}), flush=True)
         return 0
     finally:
         driver.quit()

@@ -179,7 +179,7 @@ PY
   LESIOND_STATION__ID=$station LESIOND_MQTT__HOST=127.0.0.1 LESIOND_MQTT__PORT=$port \
   LESIOND_SOURCE__KIND=directory LESIOND_SOURCE__DIRECTORY__PATH="$work/frames" \
   LESIOND_SOURCE__DIRECTORY__FPS=0 LESIOND_SOURCE__DIRECTORY__EXIT_WHEN_DONE=true \
-  LESIOND_SPOOL__DIR="$work/spool" LESIOND_MQTT__STATS_INTERVAL_SECS=0 LESIOND_LOG__LEVEL=info \
+  LESIOND_SPOOL__DIR="$work/spool" LESIOND_MQTT__STATS_INTERVAL_SECS=0 LESIOND_LOG__LEVEL=info LESIOND_VIEWER__LISTEN=127.0.0.1:0 \
     run_qemu 600 run --config config/lesiond.toml > "$out/$arch-run.log" 2>&1 \
     || { echo "arm-ci: $arch daemon failed:"; tail -20 "$out/$arch-run.log"; exit 1; }
   unset LESIOND_MODEL__ENGINE LESIOND_MODEL__PATH

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# The demo: runs the daemon on its embedded default configuration (synthetic frames, the model
-# in models/, MQTT on localhost:1883). Starts a loopback mosquitto if nothing listens on 1883,
-# and prints what a subscriber receives. Ctrl-C stops it (the daemon publishes `offline` first).
+# The demo: runs the daemon on its embedded default configuration (the model in models/, MQTT on
+# localhost:1883, the station screen on http://127.0.0.1:8080). Starts a loopback mosquitto if
+# nothing listens on 1883, and prints what a subscriber receives. Ctrl-C stops it (the daemon
+# publishes `offline` first).
+#
+# With the HAM10000 data set (../shared/data/ham10000 or $LESIOND_DATA) it replays a generated
+# examination video at camera pace, in a loop, so the screen shows whole examinations: hold
+# steady, assessing, assessed. Without it the frames are synthetic (one classification each,
+# no examinations).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -15,6 +21,29 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then
   pids+=($!)
   sleep 0.5
 fi
+
+data="${LESIOND_DATA:-../shared/data/ham10000}"
+video=target/exam-video/seed-1
+if [ -f "$data/HAM10000_metadata.csv" ]; then
+  # The same video tests/examination.rs replays (training/, numpy + Pillow in their own venv).
+  if [ ! -f "$video/manifest.json" ]; then
+    if [ ! -x target/videos-venv/bin/python ] || ! target/videos-venv/bin/python -c 'import numpy, PIL' 2>/dev/null; then
+      python3 -m venv target/videos-venv
+      target/videos-venv/bin/pip install -q --disable-pip-version-check -r training/requirements-videos.txt
+    fi
+    echo "lesiond demo: generating an examination video from $data into $video (a few minutes, once)"
+    data_abs=$(realpath "$data")
+    (cd training && ../target/videos-venv/bin/python -m lesion_training videos --visits 24 --seed 1 \
+      --out "../$video" --data "$data_abs")
+  fi
+  export LESIOND_SOURCE__KIND=directory LESIOND_SOURCE__DIRECTORY__PATH="$PWD/$video/frames" \
+    LESIOND_SOURCE__DIRECTORY__FPS=15 LESIOND_SOURCE__DIRECTORY__LOOP=true
+  echo "lesiond demo: replaying $video at 15 fps (24 lesion visits, looped)"
+else
+  echo "lesiond demo: no HAM10000 data set at $data: synthetic frames, no examinations (set LESIOND_DATA for the video)"
+fi
+echo "lesiond demo: the station screen is at http://${LESIOND_VIEWER__LISTEN:-127.0.0.1:8080}/"
+
 mosquitto_sub -h 127.0.0.1 -p 1883 -t 'lesiond/#' -v &
 pids+=($!)
 ./target/release/lesiond run

@@ -17,6 +17,17 @@ lesiond_deps() {
   tflite_c_prepare
 }
 
+# What the browser test of the station screen needs (tests/viewer.rs, run by scripts/test.sh with
+# the data set), not the demo: Debian's chromium and its chromedriver, driven by selenium from
+# PyPI (tests/requirements-browser.txt) in target/browser-venv. Nothing downloads a browser.
+lesiond_browser_deps() {
+  install_missing chromium chromium-driver python3-venv || return 1
+  if [ ! -x target/browser-venv/bin/python ] || ! target/browser-venv/bin/python -c 'import selenium' 2>/dev/null; then
+    python3 -m venv target/browser-venv
+    target/browser-venv/bin/pip install -q --disable-pip-version-check -r tests/requirements-browser.txt
+  fi
+}
+
 # install_missing PACKAGE...: apt-get installs those not installed yet, as root or with
 # passwordless sudo; otherwise prints the one line that says what to install and returns 1.
 install_missing() {

@@ -28,7 +28,7 @@ mosquitto_sub -p "$port" -t 'lesiond/soak/stats' -q 1 > "$work/stats" &
 LESIOND_STATION__ID=soak LESIOND_MQTT__PORT="$port" LESIOND_MQTT__STATS_INTERVAL_SECS=10 \
 LESIOND_SOURCE__KIND=directory LESIOND_SOURCE__DIRECTORY__PATH="$work/frames" \
 LESIOND_SOURCE__DIRECTORY__FPS=0 LESIOND_SOURCE__DIRECTORY__EXIT_WHEN_DONE=true \
-LESIOND_SPOOL__DIR="$work/spool" LESIOND_LOG__LEVEL=warn \
+LESIOND_SPOOL__DIR="$work/spool" LESIOND_LOG__LEVEL=warn LESIOND_VIEWER__LISTEN=127.0.0.1:0 \
   ./target/release/lesiond run > "$work/daemon.log" 2>&1 &
 pid=$!
 start=$(date +%s)

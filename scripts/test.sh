@@ -11,8 +11,8 @@ source scripts/deps.sh
 lesiond_deps
 
 data="${LESIOND_DATA:-../shared/data/ham10000}"
-# tests/<name>.rs that measure the model on the data set.
-data_tests=(golden accuracy engines_agree ort_engine examination)
+# tests/<name>.rs that need the data set: they measure the model, or replay a video made from it.
+data_tests=(golden accuracy engines_agree ort_engine examination viewer)
 
 if [ -f "$data/HAM10000_metadata.csv" ]; then
   # tests/examination.rs replays a generated examination video: the generator (training/,
@@ -21,6 +21,8 @@ if [ -f "$data/HAM10000_metadata.csv" ]; then
     python3 -m venv target/videos-venv
     target/videos-venv/bin/pip install -q --disable-pip-version-check -r training/requirements-videos.txt
   fi
+  # tests/viewer.rs opens the station screen on that video in headless chromium.
+  lesiond_browser_deps
   cargo test --locked "$@"
   echo "lesiond: every test ran, with the data set at $data"
   exit 0

@@ -191,6 +191,9 @@ dir = "{spool}"
 fsync = false
 [log]
 level = "warn"
+# The daemon as shipped, screen included, on a free port (a demo may hold 8080).
+[viewer]
+listen = "127.0.0.1:0"
 "#,
         frames = dir.join("frames").display(),
         engine = format!("{:?}", m.engine).to_lowercase(),

@@ -41,6 +41,8 @@ pub struct Config {
     pub spool: SpoolConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub viewer: ViewerConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -465,6 +467,32 @@ impl Default for LogConfig {
     }
 }
 
+/// The station screen (`src/viewer/`): a read-only page served by the daemon itself.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ViewerConfig {
+    pub enabled: bool,
+    /// `IP:port`. Loopback by default, so a kiosk browser on the station itself needs no network
+    /// exposure; port 0 picks a free port (the log names it).
+    pub listen: String,
+    /// A file holding the password the page asks for (HTTP Basic, any user name). Required when
+    /// `listen` is not a loopback address; read once at start, never logged.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for ViewerConfig {
+    fn default() -> Self {
+        Self { enabled: true, listen: "127.0.0.1:8080".into(), token_file: None }
+    }
+}
+
+impl ViewerConfig {
+    /// The listen address; `validate` has checked that it parses.
+    pub fn listen_addr(&self) -> Result<std::net::SocketAddr, String> {
+        self.listen.parse().map_err(|_| format!("viewer.listen = {:?}: use IP:port, e.g. \"127.0.0.1:8080\"", self.listen))
+    }
+}
+
 /// Where the TOML text came from, for error messages and for SIGHUP reloads.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConfigOrigin {
@@ -494,24 +522,25 @@ pub struct Reloadable {
 }
 
 /// The part only a restart changes: the MQTT connection and its topics (station id, frames
-/// publishing included), the spool and logging are set up once at start.
+/// publishing included), the spool, logging and the viewer's socket are set up once at start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestartOnly {
     pub station: StationConfig,
     pub mqtt: MqttConfig,
     pub spool: SpoolConfig,
     pub log: LogConfig,
+    pub viewer: ViewerConfig,
 }
 
 impl Config {
     pub fn split(self) -> (RestartOnly, Reloadable) {
-        let Config { station, source, preprocess, model, pipeline, checks, examination, mqtt, spool, log } = self;
-        (RestartOnly { station, mqtt, spool, log }, Reloadable { source, preprocess, model, pipeline, checks, examination })
+        let Config { station, source, preprocess, model, pipeline, checks, examination, mqtt, spool, log, viewer } = self;
+        (RestartOnly { station, mqtt, spool, log, viewer }, Reloadable { source, preprocess, model, pipeline, checks, examination })
     }
 
     pub fn join(restart: RestartOnly, reload: Reloadable) -> Config {
-        let (RestartOnly { station, mqtt, spool, log }, Reloadable { source, preprocess, model, pipeline, checks, examination }) = (restart, reload);
-        Config { station, source, preprocess, model, pipeline, checks, examination, mqtt, spool, log }
+        let (RestartOnly { station, mqtt, spool, log, viewer }, Reloadable { source, preprocess, model, pipeline, checks, examination }) = (restart, reload);
+        Config { station, source, preprocess, model, pipeline, checks, examination, mqtt, spool, log, viewer }
     }
 
     /// What a reload to `new` applies: `new`'s reloadable part with this configuration's
@@ -531,6 +560,9 @@ impl Config {
         }
         if restart.log != self.log {
             ignored.push("[log]");
+        }
+        if restart.viewer != self.viewer {
+            ignored.push("[viewer]");
         }
         let (current, _) = self.clone().split();
         (Config::join(current, reload), ignored)
@@ -710,6 +742,17 @@ impl Config {
                 return Err(format!("checks.{key} = {v}: use 0 or more"));
             }
         }
+        let viewer = &self.viewer;
+        if viewer.enabled {
+            let addr = viewer.listen_addr()?;
+            // A page on the clinic network shows examinations: only to someone with the password.
+            if !addr.ip().is_loopback() && viewer.token_file.is_none() {
+                return Err(format!(
+                    "viewer.listen = {:?} is reachable from the network: set viewer.token_file (a file holding the password the screen must give) or listen on 127.0.0.1",
+                    viewer.listen
+                ));
+            }
+        }
         let syn = &self.source.synthetic;
         if !syn.fps.is_finite() || syn.fps <= 0.0 {
             return Err(format!("source.synthetic.fps = {}: must be positive", syn.fps));
@@ -757,6 +800,20 @@ mod tests {
         // defaults (measured in docs/examination.md) are, not a stale copy of them.
         assert_eq!(c.checks, ChecksConfig::default());
         assert_eq!(c.examination, ExaminationConfig::default());
+        assert_eq!(c.viewer, ViewerConfig::default());
+    }
+
+    #[test]
+    fn a_viewer_on_the_network_needs_a_token_file() {
+        let lan = [("LESIOND_VIEWER__LISTEN", "0.0.0.0:8080")];
+        let err = load(DEMO_TOML, &lan).unwrap_err().to_string();
+        assert!(err.contains("viewer.listen") && err.contains("viewer.token_file"), "{err}");
+        let with_token = [lan[0], ("LESIOND_VIEWER__TOKEN_FILE", "/etc/lesiond/viewer-token")];
+        assert!(load(DEMO_TOML, &with_token).is_ok());
+        assert!(load(DEMO_TOML, &[lan[0], ("LESIOND_VIEWER__ENABLED", "false")]).is_ok(), "a disabled viewer listens nowhere");
+        assert!(load(DEMO_TOML, &[("LESIOND_VIEWER__LISTEN", "[::1]:0")]).is_ok(), "IPv6 loopback");
+        let err = load(DEMO_TOML, &[("LESIOND_VIEWER__LISTEN", "localhost")]).unwrap_err().to_string();
+        assert!(err.contains("viewer.listen"), "{err}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::source::SourceError;
 use crate::spool::{Spool, SpoolError};
 use crate::stats::Stats;
 use crate::supervision::panic_message;
+use crate::viewer::{self, About, AssessmentFeed, Feeds, DISCLAIMER};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -32,6 +33,8 @@ pub enum DaemonError {
     Spool(#[from] SpoolError),
     #[error("MQTT: {0}")]
     Mqtt(#[from] LinkError),
+    #[error(transparent)]
+    Viewer(#[from] viewer::ViewerError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     /// A thread or task failed while running (its cause): exit non-zero so systemd restarts us.
@@ -45,8 +48,12 @@ struct Wiring {
     frames: mpsc::Sender<FrameImage>,
     stats: Arc<Stats>,
     control: Arc<Control>,
-    /// The station's state, serialized, for the publisher (retained on `state`).
+    /// The station's state, serialized, for the publisher (retained on `state`) and the viewer.
     states: tokio::sync::watch::Sender<Option<Vec<u8>>>,
+    /// Assessments for the viewer, and what runs (set again by every start, so a reload that
+    /// changes the model shows on the screen).
+    assessments: Arc<AssessmentFeed>,
+    about: tokio::sync::watch::Sender<Option<About>>,
 }
 
 impl Wiring {
@@ -57,7 +64,19 @@ impl Wiring {
             stats: self.stats.clone(),
             control: self.control.clone(),
             states: self.states.clone(),
+            assessments: self.assessments.clone(),
         };
+        let info = classifier.info();
+        let about = About {
+            station_id: config.station.id.clone(),
+            model_id: info.id.clone(),
+            model_sha256: info.sha256.clone(),
+            mode: format!("{:?}", crate::pipeline::effective_mode(config)).to_lowercase(),
+            engine: info.engine.clone(),
+            previews: false,
+            disclaimer: DISCLAIMER,
+        };
+        self.about.send_replace(Some(about));
         Pipeline::start(config, classifier, outputs)
     }
 }
@@ -91,11 +110,27 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
     let (frames_tx, frames_rx) = mpsc::channel(4);
     let (requests_tx, mut requests) = mpsc::channel(4);
     let (states_tx, states_rx) = tokio::sync::watch::channel(None);
-    let shared = Shared { stats: stats.clone(), spool: spool.clone(), control: control.clone(), states: states_rx };
+    let shared = Shared { stats: stats.clone(), spool: spool.clone(), control: control.clone(), states: states_rx.clone() };
+    // The screen's socket before anything runs: a busy port or an unreadable password file is a
+    // start-up error, named, rather than a station that silently has no screen.
+    let screen = match config.viewer.enabled {
+        true => Some(viewer::bind(&config.viewer).await?),
+        false => None,
+    };
+    let assessments = Arc::new(AssessmentFeed::default());
+    let (about_tx, about_rx) = tokio::sync::watch::channel(None);
+    let feeds = Feeds { states: states_rx.clone(), assessments: assessments.clone(), about: about_rx };
     // Task: the publisher (tokio). Threads: capture and inference (std), started by the pipeline.
     let mut publisher = publish::start(&config, shared, frames_rx, requests_tx)?;
-    let wiring = Wiring { spool, frames: frames_tx, stats: stats.clone(), control, states: states_tx };
+    let wiring = Wiring { spool, frames: frames_tx, stats: stats.clone(), control, states: states_tx, assessments, about: about_tx };
     let mut pipeline = wiring.start(&config, classifier)?;
+    // Not supervised like the pipeline: the viewer logs its own failure and the station goes on
+    // classifying and publishing without it.
+    if let Some(screen) = screen {
+        let addr = screen.local_addr().map(|a| a.to_string()).unwrap_or_else(|| config.viewer.listen.clone());
+        tracing::info!(auth = config.viewer.token_file.is_some(), "viewer: station screen on http://{addr}/");
+        drop(screen.serve(feeds));
+    }
 
     // READY once the model is loaded and the broker is connected — or after ready_timeout_secs
     // without a broker: the daemon is useful (results are spooled) and must not be killed by

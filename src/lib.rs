@@ -34,3 +34,4 @@ pub mod source;
 pub mod spool;
 pub mod stats;
 pub mod supervision;
+pub mod viewer;

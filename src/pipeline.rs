@@ -29,6 +29,7 @@ use crate::source::{self, FrameSource, SourceEvent, StopFlag};
 use crate::spool::Spool;
 use crate::stats::Stats;
 use crate::supervision::{panic_message, Heartbeat};
+use crate::viewer::AssessmentFeed;
 
 /// An engine that fails on this many frames in a row is broken (a bad delegate, a corrupted
 /// model in memory): the pipeline ends as failed so the daemon exits and systemd restarts it,
@@ -72,8 +73,11 @@ pub struct Outputs {
     pub frames: mpsc::Sender<FrameImage>,
     pub stats: Arc<Stats>,
     pub control: Arc<Control>,
-    /// The station's state, serialized, for the publisher.
+    /// The station's state, serialized, for the publisher (and the viewer, which reads the same
+    /// channel).
     pub states: tokio::sync::watch::Sender<Option<Vec<u8>>>,
+    /// Each assessment as spooled, for the station screen (`viewer`): a non-blocking hand-over.
+    pub assessments: Arc<AssessmentFeed>,
 }
 
 /// What the pipeline does with frames: a batch replay of stored captures (a directory at
@@ -115,7 +119,7 @@ impl Pipeline {
     /// engine raises the stop flag so the capture thread ends too. The inference thread always
     /// sends how the pipeline ended; a dropped sender is read as a failure, never as a stop.
     pub fn start(config: &Config, classifier: Classifier, outputs: Outputs) -> Result<Pipeline, source::SourceError> {
-        let Outputs { spool, frames, stats, control, states } = outputs;
+        let Outputs { spool, frames, stats, control, states, assessments } = outputs;
         let mode = effective_mode(config);
         tracing::info!(mode = ?mode, "frames: {}", match mode {
             ExaminationMode::Continuous => "every frame classified and published",
@@ -180,7 +184,7 @@ impl Pipeline {
             std::thread::Builder::new()
                 .name("inference".into())
                 .spawn(move || {
-                    let out = InferenceOutputs { spool: &spool, frames: publish_frames.then_some(&frames), stats: &stats, control: &control, states: &states };
+                    let out = InferenceOutputs { spool: &spool, frames: publish_frames.then_some(&frames), stats: &stats, control: &control, states: &states, assessments: &assessments };
                     // The engine's worker threads already exist (or start at the first invoke):
                     // what they use from here on is this pipeline's inference work.
                     let me = cputime::this_thread_id();
@@ -378,6 +382,7 @@ struct InferenceOutputs<'a> {
     stats: &'a Stats,
     control: &'a Control,
     states: &'a tokio::sync::watch::Sender<Option<Vec<u8>>>,
+    assessments: &'a AssessmentFeed,
 }
 
 /// How the inference thread runs examinations.
@@ -470,6 +475,9 @@ fn spool_assessment(a: &assessment::Assessment, classifier: &Classifier, out: &I
             return;
         }
     };
+    // The screen shows it even when the spool cannot keep it: the clinician is looking at this
+    // lesion now, and the state names this assessment either way.
+    out.assessments.publish(&json);
     if let Err(e) = out.spool.append(&json) {
         Stats::inc(&out.stats.spool_failed);
         tracing::error!(assessment_id = %a.id, "assessment lost: {e}");

@@ -114,3 +114,34 @@ fn check_reports_what_the_engine_runs() {
         assert!(line.contains("TF Lite 2.6.0"), "{line}");
     }
 }
+
+fn run_with_env(config: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let path = write_file(work.path(), "lesiond.toml", config);
+    let out = lesiond().args(["run", "--config"]).arg(&path).envs(env.iter().copied()).output().expect("run");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn a_station_screen_on_the_network_without_a_password_refuses_to_start() {
+    let (code, text) = run_with_env(&cfg(SOURCE), &[("LESIOND_VIEWER__LISTEN", "0.0.0.0:0")]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("viewer.listen") && text.contains("viewer.token_file"), "{text}");
+}
+
+#[test]
+fn a_busy_screen_port_is_a_clear_start_up_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let (code, text) = run_with_env(&cfg(SOURCE), &[("LESIOND_VIEWER__LISTEN", &addr)]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(&format!("cannot listen on {addr}")) && !text.contains("panicked"), "{text}");
+}
+
+#[test]
+fn an_unreadable_screen_password_file_is_a_clear_start_up_error() {
+    let (code, text) = run_with_env(&cfg(SOURCE), &[("LESIOND_VIEWER__TOKEN_FILE", "/nonexistent/viewer-token")]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("viewer.token_file /nonexistent/viewer-token"), "{text}");
+}

@@ -432,8 +432,41 @@ pub fn assert_schema(name: &str, value: &serde_json::Value) {
 /// point).
 pub fn lesiond() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lesiond"));
-    c.current_dir(repo()).env("NO_COLOR", "1").env_remove("RUST_LOG");
+    // The station screen on a free port: tests run daemons side by side (and next to a demo on
+    // 8080). A test that is about the viewer sets its own LESIOND_VIEWER__* (later wins).
+    c.current_dir(repo()).env("NO_COLOR", "1").env_remove("RUST_LOG").env("LESIOND_VIEWER__LISTEN", "127.0.0.1:0");
     c
+}
+
+/// A generated examination video (frames/ + manifest.json): `LESIOND_EXAM_VIDEO`, else
+/// `target/exam-video/seed-1`, made once by `python -m lesion_training videos` with the venv
+/// `scripts/test.sh` prepares (`LESIOND_PYTHON` overrides it). The same video, made the same
+/// way, as tests/examination.rs's, so the two share it.
+pub fn exam_video() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LESIOND_EXAM_VIDEO") {
+        return PathBuf::from(dir);
+    }
+    let dir = repo().join("target/exam-video/seed-1");
+    if dir.join("manifest.json").is_file() {
+        return dir;
+    }
+    let python = std::env::var_os("LESIOND_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join("target/videos-venv/bin/python"));
+    let status = Command::new(&python)
+        .current_dir(repo().join("training"))
+        .args(["-m", "lesion_training", "videos", "--visits", "24", "--seed", "1", "--out"])
+        .arg(&dir)
+        .arg("--data")
+        .arg(data_dir())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {} (scripts/test.sh makes it; or set LESIOND_PYTHON): {e}", python.display()));
+    assert!(status.success(), "the video generator failed");
+    dir
+}
+
+/// The station screen's address, from the daemon's log line `viewer: station screen on http://ADDR/`.
+pub fn viewer_addr(log: &str) -> Option<String> {
+    let rest = log.split("station screen on http://").nth(1)?;
+    Some(rest.split('/').next()?.to_string())
 }
 
 /// A config for tests: the given source section, a broker on `port`, the shipped model, a

@@ -1,0 +1,203 @@
+// The station screen: renders the daemon's own `state` and `assessment` JSON (docs/mqtt.md)
+// from one Server-Sent Events stream. Text only goes in through textContent, never as HTML.
+"use strict";
+
+const CHECK_WORDS = {
+  too_dark: ["Too dark", "Check the scope's light."],
+  too_bright: ["Too bright", "Less light, or press the scope flat on the skin."],
+  glare: ["Glare", "Use immersion fluid or polarised light."],
+  not_skin: ["Not skin", "Point the scope at the skin."],
+  no_lesion: ["No lesion in view", "Place the scope over the lesion."],
+  lesion_off_centre: ["Move the lesion to the centre", "Centre the lesion in the view."],
+  moving: ["Hold steady", "The image is moving."],
+  out_of_focus: ["Out of focus", "Adjust the focus and hold steady."],
+};
+
+const ABSTAIN_WORDS = {
+  "poor_quality:too_dark": "the image was too dark",
+  "poor_quality:too_bright": "the image was too bright",
+  "poor_quality:glare": "glare covered the lesion",
+  "poor_quality:not_skin": "the view did not look like skin",
+  "poor_quality:no_lesion": "no lesion was in view",
+  "poor_quality:lesion_off_centre": "the lesion was off centre",
+  "poor_quality:moving": "the scope was moving",
+  "poor_quality:out_of_focus": "the image was out of focus",
+  "too_few_good_frames": "not enough sharp, steady frames in time",
+};
+
+const HISTORY = 5;
+let assessments = []; // newest last, unique by assessment_id
+let seenState = false;
+
+const $ = (id) => document.getElementById(id);
+const pct = (p) => `${Math.round(p * 100)}%`;
+const clock = (iso) => {
+  const t = new Date(iso);
+  return isNaN(t) ? iso : t.toLocaleTimeString();
+};
+
+function headline(s) {
+  const [word, hint] = CHECK_WORDS[s.check] || [];
+  switch (s.state) {
+    case "idle": return word ? [word, hint] : ["No lesion in view", "Place the scope over the lesion."];
+    case "searching":
+      if (s.check === "lesion_off_centre" || s.check === "no_lesion") return [word, hint];
+      return s.mode === "manual" ? ["Ready", "Hold the lesion in view and press capture."] : ["Lesion coming into view", "Hold the scope over the lesion."];
+    case "hold_steady": return word ? [word, hint] : ["Hold steady", ""];
+    case "assessing": return ["Assessing…", "Hold steady."];
+    case "assessed": return s.abstained ? ["Assessed: no answer", "See the reasons below. Lift the scope for the next lesion."] : ["Assessed", "Lift the scope for the next lesion."];
+    default: return [s.state, ""];
+  }
+}
+
+function showState(s) {
+  seenState = true;
+  document.body.dataset.state = s.state;
+  const [text, detail] = headline(s);
+  $("state-text").textContent = text;
+  $("state-detail").textContent = detail || "";
+  const progress = $("progress");
+  if (s.progress && s.state !== "idle") {
+    progress.hidden = false;
+    $("progress-fill").style.width = pct(Math.min(1, s.progress.frames / s.progress.needed));
+    $("progress-text").textContent = `${s.progress.frames} of ${s.progress.needed} good frames`;
+  } else {
+    progress.hidden = true;
+  }
+}
+
+function showAbout(a) {
+  if (a.mode === "continuous" && !seenState) {
+    document.body.dataset.state = "continuous";
+    $("state-text").textContent = "No examinations";
+    $("state-detail").textContent = "This station classifies every frame (examination mode continuous); see MQTT.";
+  }
+  $("station").textContent = `Station ${a.station_id}`;
+  $("model").textContent = `Model ${a.model_id}`;
+  $("engine").textContent = a.engine;
+  $("engine").title = `${a.engine}, sha256 ${a.model_sha256}`;
+  $("disclaimer").textContent = a.disclaimer;
+}
+
+// The referral flag comes with the model's referral rule (an assessment's `refer`); a model
+// without one shows that, and nothing is made up here.
+function showRefer(a) {
+  const el = $("refer");
+  const refer = typeof a.refer === "object" && a.refer !== null ? a.refer.refer : a.refer;
+  if (refer === true) {
+    el.className = "refer yes";
+    el.textContent = "⚠ REFER: this lesion should be seen by a dermatologist";
+  } else if (refer === false) {
+    el.className = "refer no";
+    el.textContent = "○ No referral indicated by the model's rule";
+  } else {
+    el.className = "refer none";
+    el.textContent = "No referral rule in this model.";
+  }
+}
+
+function topItem(t) {
+  const li = document.createElement("li");
+  li.dataset.code = t.code;
+  const name = document.createElement("div");
+  name.className = "name";
+  name.textContent = `${t.name} (${t.code}) — ${pct(t.probability)}`;
+  const bar = document.createElement("div");
+  bar.className = "bar";
+  const fill = document.createElement("div");
+  fill.className = "fill";
+  fill.style.width = pct(t.probability);
+  bar.appendChild(fill);
+  const desc = document.createElement("div");
+  desc.className = "desc";
+  desc.textContent = t.description;
+  li.append(name, bar, desc);
+  return li;
+}
+
+function summary(a) {
+  if (a.abstain) return `No answer: ${a.abstain.reasons.map((r) => ABSTAIN_WORDS[r] || r).join("; ")}`;
+  const t = a.top[0];
+  return t ? `${t.name} (${t.code}) ${pct(t.probability)}` : "No classes";
+}
+
+function showLatest() {
+  const a = assessments[assessments.length - 1];
+  if (!a) return;
+  $("latest").dataset.assessmentId = a.assessment_id;
+  $("latest-empty").hidden = true;
+  $("latest-body").hidden = false;
+  $("latest-time").textContent = `Assessed at ${clock(a.assessed_at)}`;
+  $("latest-id").textContent = a.assessment_id;
+  showRefer(a);
+  const abstain = $("abstain");
+  abstain.hidden = !a.abstain;
+  $("abstain-reasons").replaceChildren();
+  if (a.abstain) {
+    $("abstain-message").textContent = a.abstain.message;
+    for (const r of a.abstain.reasons) {
+      const li = document.createElement("li");
+      li.textContent = ABSTAIN_WORDS[r] || r;
+      $("abstain-reasons").appendChild(li);
+    }
+  }
+  $("top").replaceChildren(...a.top.map(topItem));
+  $("latest-disclaimer").textContent = a.disclaimer;
+  const q = a.quality;
+  $("quality").textContent =
+    `${q.frames} frames used over ${(q.span_ms / 1000).toFixed(1)} s · sharpness ≥ ${pct(q.focus_relative_min)} of the best · ` +
+    `motion ≤ ${q.motion_px_max.toFixed(1)} px · exposure ${pct(q.exposure_median)} · glare ≤ ${pct(q.glare_max)}`;
+  const list = $("history-list");
+  list.replaceChildren(...assessments.slice().reverse().map((x) => {
+    const li = document.createElement("li");
+    li.dataset.assessmentId = x.assessment_id;
+    li.textContent = `${clock(x.assessed_at)}: ${summary(x)}`;
+    return li;
+  }));
+}
+
+function addAssessment(a) {
+  if (assessments.some((x) => x.assessment_id === a.assessment_id)) return;
+  assessments.push(a);
+  assessments = assessments.slice(-HISTORY);
+  showLatest();
+}
+
+function connected(yes) {
+  document.body.dataset.connection = yes ? "open" : "offline";
+  $("offline").hidden = yes;
+}
+
+function connect() {
+  // EventSource reconnects by itself after a drop (the daemon restarting); the banner says so
+  // until the stream is back.
+  const events = new EventSource("/events");
+  events.onopen = () => {
+    connected(true);
+    seenState = false;
+    if (document.body.dataset.state === "offline" || document.body.dataset.state === "connecting") {
+      document.body.dataset.state = "waiting";
+      $("state-text").textContent = "Waiting for the first frame…";
+      $("state-detail").textContent = "";
+    }
+  };
+  events.onerror = () => {
+    connected(false);
+    $("state-text").textContent = "Station offline";
+    $("state-detail").textContent = "Reconnecting…";
+    document.body.dataset.state = "offline";
+    $("progress").hidden = true;
+  };
+  const on = (kind, show) => events.addEventListener(kind, (e) => {
+    try {
+      show(JSON.parse(e.data));
+    } catch (err) {
+      console.error(`bad ${kind} event`, err);
+    }
+  });
+  on("about", showAbout);
+  on("state", showState);
+  on("assessment", addAssessment);
+}
+
+connect();

@@ -1,0 +1,76 @@
+//! The page's Server-Sent Events stream: what the station is on connect (about, the recent
+//! assessments, the current state), then every change as it happens. Each event's data is the
+//! JSON the daemon already made (the `state` and `assessment` payloads of docs/mqtt.md), so the
+//! screen shows exactly what MQTT subscribers get.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::sse::Event;
+use futures::Stream;
+use tokio::sync::{broadcast, watch};
+
+use super::feed::{About, Feeds};
+
+/// How soon a browser retries after the stream drops (a daemon restart): EventSource
+/// reconnects by itself; the page shows "reconnecting" meanwhile.
+const RETRY: Duration = Duration::from_secs(2);
+
+struct Cursor {
+    states: watch::Receiver<Option<Vec<u8>>>,
+    about: watch::Receiver<Option<About>>,
+    live: broadcast::Receiver<Arc<[u8]>>,
+    pending: VecDeque<Event>,
+}
+
+fn json_event(kind: &str, json: &[u8]) -> Option<Event> {
+    // The daemon's own serde_json output: UTF-8, one line.
+    let text = std::str::from_utf8(json).ok()?;
+    Some(Event::default().event(kind).data(text))
+}
+
+fn about_event(about: &About) -> Option<Event> {
+    serde_json::to_vec(about).ok().and_then(|json| json_event("about", &json))
+}
+
+/// One page's stream. Subscribes to the live assessments before reading the recent ones, so
+/// none falls between the two (the page drops a repeat by its `assessment_id`).
+pub fn stream(feeds: &Feeds) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    let live = feeds.assessments.subscribe();
+    let mut states = feeds.states.clone();
+    let mut about = feeds.about.clone();
+    let mut pending = VecDeque::new();
+    pending.push_back(Event::default().retry(RETRY).comment("lesiond station screen"));
+    pending.extend(about.borrow_and_update().as_ref().and_then(about_event));
+    pending.extend(feeds.assessments.recent().iter().filter_map(|a| json_event("assessment", a)));
+    pending.extend(states.borrow_and_update().as_deref().and_then(|s| json_event("state", s)));
+    let cursor = Cursor { states, about, live, pending };
+    futures::stream::unfold(cursor, |mut c| async move {
+        loop {
+            if let Some(event) = c.pending.pop_front() {
+                return Some((Ok(event), c));
+            }
+            tokio::select! {
+                changed = c.states.changed() => {
+                    // The sender lives as long as the daemon runs: gone means shutting down.
+                    changed.ok()?;
+                    let event = c.states.borrow_and_update().as_deref().and_then(|s| json_event("state", s));
+                    c.pending.extend(event);
+                }
+                changed = c.about.changed() => {
+                    changed.ok()?;
+                    let event = c.about.borrow_and_update().as_ref().and_then(about_event);
+                    c.pending.extend(event);
+                }
+                got = c.live.recv() => match got {
+                    Ok(json) => c.pending.extend(json_event("assessment", &json)),
+                    // A page that fell behind skips what it missed; the next event is current.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+            }
+        }
+    })
+}

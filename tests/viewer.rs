@@ -102,7 +102,13 @@ fn the_screen_shows_the_examination_live_and_the_assessment_published_on_mqtt() 
     let model = a["model"]["id"].as_str().expect("model id");
     assert!(shown["model"].as_str().is_some_and(|m| m.contains(model)), "model shown {} vs {model}", shown["model"]);
     assert_eq!(shown["disclaimer"], "Decision support, not a diagnosis.");
-    assert_eq!(shown["refer_text"], "No referral rule in this model.", "the assessment has no refer flag yet (issue 13)");
+    // The flag shown is the published one, in words.
+    let refer_text = shown["refer_text"].as_str().expect("refer text");
+    match a["refer"].as_bool() {
+        Some(true) => assert!(refer_text.starts_with("⚠ REFER"), "published refer, shown {refer_text:?}"),
+        Some(false) => assert!(refer_text.starts_with("○ Not flagged"), "published no refer, shown {refer_text:?}"),
+        None => panic!("an answered assessment without a refer flag: {a}"),
+    }
     assert_eq!(shown["offline_banner"], false);
 
     // The station goes away: the page says so (and would reconnect by itself).

@@ -79,20 +79,33 @@ function showAbout(a) {
   $("disclaimer").textContent = a.disclaimer;
 }
 
-// The referral flag comes with the model's referral rule (an assessment's `refer`); a model
-// without one shows that, and nothing is made up here.
+// The referral flag is the assessment's own (`refer`, at the model's operating point; which
+// rules fired in `referral`): nothing is decided here. `null` means no flag either way: the
+// station abstained, or no operating point applies to this model.
+const RULE_WORDS = {
+  melanoma: "melanoma rule",
+  bcc_akiec: "basal cell carcinoma / actinic keratosis rule",
+};
+
 function showRefer(a) {
   const el = $("refer");
-  const refer = typeof a.refer === "object" && a.refer !== null ? a.refer.refer : a.refer;
-  if (refer === true) {
+  if (a.refer === true) {
+    const rules = (a.referral && a.referral.rules_fired) || [];
     el.className = "refer yes";
-    el.textContent = "⚠ REFER: this lesion should be seen by a dermatologist";
-  } else if (refer === false) {
+    el.textContent = "⚠ REFER to a dermatologist";
+    const why = document.createElement("span");
+    why.className = "rules";
+    why.textContent = rules.map((r) => RULE_WORDS[r] || r).join(", ");
+    el.appendChild(why);
+  } else if (a.refer === false) {
     el.className = "refer no";
-    el.textContent = "○ No referral indicated by the model's rule";
+    el.textContent = "○ Not flagged for referral (not flagged does not mean benign)";
+  } else if (a.abstain) {
+    el.className = "refer none";
+    el.textContent = "No answer, so no referral flag either way.";
   } else {
     el.className = "refer none";
-    el.textContent = "No referral rule in this model.";
+    el.textContent = "No referral rule for this model.";
   }
 }
 

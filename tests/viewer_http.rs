@@ -152,6 +152,20 @@ async fn the_stream_sends_the_state_on_connect_then_every_change() {
     assert!(events.body.contains("event: state") && events.body.contains("event: assessment"), "{}", events.body);
 }
 
+/// Continuous mode clears the state with an empty message: the page gets `null` (and shows "No
+/// examinations"), not an empty event it cannot parse.
+#[tokio::test]
+async fn a_cleared_state_reaches_the_page_as_null() {
+    let s = screen(false).await;
+    let addr = s.addr.clone();
+    let reader = tokio::spawn(async move { request(&addr, "GET", "/events", None, Duration::from_millis(1200)).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.states.send_replace(Some(Vec::new()));
+    let events = reader.await.expect("reader");
+    assert!(events.body.contains("event: state\ndata: null\n"), "{}", events.body);
+    assert!(!events.body.contains("event: state\ndata: \n"), "an empty state event: {}", events.body);
+}
+
 /// Through the binary: the password file works end to end, and the password is never logged.
 #[test]
 fn the_daemon_serves_its_screen_behind_the_password_and_never_logs_it() {

@@ -25,6 +25,12 @@ struct Cursor {
     pending: VecDeque<Event>,
 }
 
+/// A state event: the state's JSON, or `null` for the empty message continuous mode sends to
+/// clear the retained state (no examinations, so no state to show).
+fn state_event(json: &[u8]) -> Option<Event> {
+    json_event("state", if json.is_empty() { b"null" } else { json })
+}
+
 fn json_event(kind: &str, json: &[u8]) -> Option<Event> {
     // The daemon's own serde_json output: UTF-8, one line.
     let text = std::str::from_utf8(json).ok()?;
@@ -45,7 +51,7 @@ pub fn stream(feeds: &Feeds) -> impl Stream<Item = Result<Event, Infallible>> + 
     pending.push_back(Event::default().retry(RETRY).comment("lesiond station screen"));
     pending.extend(about.borrow_and_update().as_ref().and_then(about_event));
     pending.extend(feeds.assessments.recent().iter().filter_map(|a| json_event("assessment", a)));
-    pending.extend(states.borrow_and_update().as_deref().and_then(|s| json_event("state", s)));
+    pending.extend(states.borrow_and_update().as_deref().and_then(state_event));
     let cursor = Cursor { states, about, live, pending };
     futures::stream::unfold(cursor, |mut c| async move {
         loop {
@@ -56,7 +62,7 @@ pub fn stream(feeds: &Feeds) -> impl Stream<Item = Result<Event, Infallible>> + 
                 changed = c.states.changed() => {
                     // The sender lives as long as the daemon runs: gone means shutting down.
                     changed.ok()?;
-                    let event = c.states.borrow_and_update().as_deref().and_then(|s| json_event("state", s));
+                    let event = c.states.borrow_and_update().as_deref().and_then(state_event);
                     c.pending.extend(event);
                 }
                 changed = c.about.changed() => {

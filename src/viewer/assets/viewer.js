@@ -50,7 +50,20 @@ function headline(s) {
   }
 }
 
+function showNoExaminations() {
+  document.body.dataset.state = "continuous";
+  $("state-text").textContent = "No examinations";
+  $("state-detail").textContent = "This station classifies every frame (examination mode continuous); see MQTT.";
+  $("progress").hidden = true;
+}
+
 function showState(s) {
+  if (s === null) {
+    // Continuous mode (after a reload too): there is no station state.
+    seenState = false;
+    showNoExaminations();
+    return;
+  }
   seenState = true;
   document.body.dataset.state = s.state;
   const [text, detail] = headline(s);
@@ -67,11 +80,7 @@ function showState(s) {
 }
 
 function showAbout(a) {
-  if (a.mode === "continuous" && !seenState) {
-    document.body.dataset.state = "continuous";
-    $("state-text").textContent = "No examinations";
-    $("state-detail").textContent = "This station classifies every frame (examination mode continuous); see MQTT.";
-  }
+  if (a.mode === "continuous" && !seenState) showNoExaminations();
   $("station").textContent = `Station ${a.station_id}`;
   $("model").textContent = `Model ${a.model_id}`;
   $("engine").textContent = a.engine;

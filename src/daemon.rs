@@ -73,7 +73,8 @@ impl Wiring {
             model_sha256: info.sha256.clone(),
             mode: format!("{:?}", crate::pipeline::effective_mode(config)).to_lowercase(),
             engine: info.engine.clone(),
-            previews: false,
+            // Previews only where frames leave the daemon anyway (mqtt.publish_frames).
+            previews: config.mqtt.publish_frames && crate::pipeline::effective_mode(config) != crate::config::ExaminationMode::Continuous,
             disclaimer: DISCLAIMER,
         };
         self.about.send_replace(Some(about));

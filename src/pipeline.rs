@@ -6,6 +6,7 @@
 //! prepares frame N+1, so throughput approaches 1 / invoke time. The queue between them is
 //! small and drops the oldest frame when full (or waits, for a lossless replay).
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -140,8 +141,10 @@ impl Pipeline {
             let (queue, stop, stats, source_done) = (queue.clone(), stop.clone(), stats.clone(), source_done.clone());
             let capture_failure = capture_failure.clone();
             let control = control.clone();
-            // Thumbnails go out next to per-frame classifications only (examinations publish none).
-            let publish_frames = config.mqtt.publish_frames && (mode == ExaminationMode::Continuous || config.examination.publish_frame_results);
+            // mqtt.publish_frames lets frames leave the daemon: a small JPEG of each frame that
+            // passed the checks, for the thumbnails next to per-frame classifications (sent only
+            // with those) and for the screen's preview of an assessment (its sharpest frame).
+            let publish_frames = config.mqtt.publish_frames;
             let source_config = config.source.clone();
             let checker = (mode != ExaminationMode::Continuous).then(|| FrameChecker::new(config.checks.clone()));
             let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel(1);
@@ -409,6 +412,9 @@ fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out
     let spool_frames = setup.mode == ExaminationMode::Continuous || setup.config.publish_frame_results;
     let mut last_frame_at: Option<Instant> = None;
     let mut last_frame: Option<(FrameChecks, FrameOrigin)> = None;
+    // The JPEGs of the last classified frames, made on the capture thread only when
+    // mqtt.publish_frames is on: the screen's preview of an assessment is its sharpest frame.
+    let mut jpegs: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
     loop {
         heartbeat.beat();
         let item = match queue.pop(Duration::from_millis(200)) {
@@ -435,12 +441,21 @@ fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out
         let Some(checks) = item.checks.clone() else { continue };
         let observed = Observed { seq: item.seq, at: item.at, captured_at: item.captured_at, origin: item.origin.clone(), checks };
         if exam.observe(&observed) == Step::Classify && item.input.is_some() {
+            let jpeg = item.frame_jpeg.clone().map(|j| (item.seq, j));
             if let Some(probabilities) = engine.classify_and_spool(classifier, item, out, station_id, spool_frames)? {
                 exam.classified(&observed, probabilities);
+                if let Some(jpeg) = jpeg {
+                    if jpegs.len() == 2 * setup.config.min_frames.max(1) as usize {
+                        jpegs.pop_front();
+                    }
+                    jpegs.push_back(jpeg);
+                }
             }
         }
         if let Some(a) = exam.take_assessment() {
-            spool_assessment(&a, classifier, out, station_id, setup.mode);
+            let sharpest = a.frames.iter().max_by(|x, y| a.weight(x).total_cmp(&a.weight(y)));
+            let preview = sharpest.and_then(|f| jpegs.iter().find(|(seq, _)| *seq == f.seq)).map(|(_, j)| j.as_slice());
+            spool_assessment(&a, classifier, out, station_id, setup.mode, preview);
         }
         last_frame = Some((observed.checks, observed.origin));
         publish_state(exam, out, station_id, setup.mode, last_frame.as_ref());
@@ -464,7 +479,7 @@ fn publish_state(exam: &mut Examination, out: &InferenceOutputs<'_>, station_id:
 }
 
 /// Spools an assessment (the publisher sends it from there, like a classification).
-fn spool_assessment(a: &assessment::Assessment, classifier: &Classifier, out: &InferenceOutputs<'_>, station_id: &str, mode: ExaminationMode) {
+fn spool_assessment(a: &assessment::Assessment, classifier: &Classifier, out: &InferenceOutputs<'_>, station_id: &str, mode: ExaminationMode, preview: Option<&[u8]>) {
     let labels = classifier.labels().clone();
     let body = assessment::payload(a, station_id, mode, classifier.info(), &labels, classifier.operating_point());
     let top = body.top.first().map(|t| (t.code.to_string(), t.probability));
@@ -476,7 +491,11 @@ fn spool_assessment(a: &assessment::Assessment, classifier: &Classifier, out: &I
         }
     };
     // The screen shows it even when the spool cannot keep it: the clinician is looking at this
-    // lesion now, and the state names this assessment either way.
+    // lesion now, and the state names this assessment either way. Its preview first, so that
+    // a page that hears of the assessment finds the image.
+    if let Some(jpeg) = preview {
+        out.assessments.publish_preview(&a.id, jpeg);
+    }
     out.assessments.publish(&json);
     if let Err(e) = out.spool.append(&json) {
         Stats::inc(&out.stats.spool_failed);

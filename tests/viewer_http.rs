@@ -152,6 +152,24 @@ async fn the_stream_sends_the_state_on_connect_then_every_change() {
     assert!(events.body.contains("event: state") && events.body.contains("event: assessment"), "{}", events.body);
 }
 
+/// The frame an assessment used, only once the daemon handed it over (mqtt.publish_frames),
+/// and behind the password like everything else.
+#[tokio::test]
+async fn a_preview_is_served_only_for_an_assessment_that_has_one() {
+    let s = screen(true).await;
+    let right = basic(&format!("anyone:{PASSWORD}"));
+    assert_eq!(get(&s.addr, "/frame/a1", Some(&right)).await.status, 404, "no preview handed over");
+    let jpeg = [0xFFu8, 0xD8, 0xFF, 0xE0, 1, 2, 3];
+    s.assessments.publish_preview("a1", &jpeg);
+    assert_eq!(get(&s.addr, "/frame/a1", None).await.status, 401, "the preview needs the password");
+    let a = get(&s.addr, "/frame/a1", Some(&right)).await;
+    assert_eq!(a.status, 200, "{}", a.head);
+    assert_eq!(a.header("content-type").as_deref(), Some("image/jpeg"));
+    assert_eq!(a.header("content-length").as_deref(), Some("7"));
+    assert_eq!(get(&s.addr, "/frame/a2", Some(&right)).await.status, 404);
+    assert_eq!(request(&s.addr, "POST", "/frame/a1", Some(&right), Duration::from_secs(5)).await.status, 405);
+}
+
 /// Continuous mode clears the state with an empty message: the page gets `null` (and shows "No
 /// examinations"), not an empty event it cannot parse.
 #[tokio::test]

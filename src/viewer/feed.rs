@@ -15,13 +15,16 @@ pub const RECENT_ASSESSMENTS: usize = 5;
 pub struct AssessmentFeed {
     recent: Mutex<VecDeque<Arc<[u8]>>>,
     live: broadcast::Sender<Arc<[u8]>>,
+    /// The JPEG of the sharpest frame of recent assessments, by `assessment_id`: only when
+    /// `mqtt.publish_frames` lets frames leave the daemon at all.
+    previews: Mutex<VecDeque<(String, Arc<[u8]>)>>,
 }
 
 impl Default for AssessmentFeed {
     fn default() -> Self {
         // A page that falls this far behind skips ahead (it also has `recent` on reconnect).
         let (live, _) = broadcast::channel(16);
-        Self { recent: Mutex::new(VecDeque::with_capacity(RECENT_ASSESSMENTS)), live }
+        Self { recent: Mutex::new(VecDeque::with_capacity(RECENT_ASSESSMENTS)), live, previews: Mutex::default() }
     }
 }
 
@@ -49,6 +52,21 @@ impl AssessmentFeed {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<[u8]>> {
         self.live.subscribe()
     }
+
+    /// Keeps the preview of an assessment (call before `publish`, so that a page that hears of
+    /// the assessment finds its image). The last few only, like the assessments.
+    pub fn publish_preview(&self, assessment_id: &str, jpeg: &[u8]) {
+        let mut previews = self.previews.lock().unwrap_or_else(|p| p.into_inner());
+        if previews.len() == RECENT_ASSESSMENTS {
+            previews.pop_front();
+        }
+        previews.push_back((assessment_id.to_string(), Arc::from(jpeg)));
+    }
+
+    pub fn preview(&self, assessment_id: &str) -> Option<Arc<[u8]>> {
+        let previews = self.previews.lock().unwrap_or_else(|p| p.into_inner());
+        previews.iter().find(|(id, _)| id == assessment_id).map(|(_, jpeg)| jpeg.clone())
+    }
 }
 
 /// What runs: the station and its model, for the page's header. Set at every pipeline start,
@@ -62,7 +80,8 @@ pub struct About {
     pub mode: String,
     /// The engine as it describes itself (e.g. TF Lite, input type, threads).
     pub engine: String,
-    /// Frame previews: not built yet (docs/viewer.md); no image leaves the daemon.
+    /// Whether the page shows the frame an assessment used: only with `mqtt.publish_frames`
+    /// (frames leave the daemon anyway then); otherwise no image ever leaves it.
     pub previews: bool,
     pub disclaimer: &'static str,
 }
@@ -93,6 +112,17 @@ mod tests {
         let recent: Vec<u8> = feed.recent().iter().map(|a| a[0]).collect();
         assert_eq!(recent, [3, 4, 5, 6, 7]);
         assert_eq!(&*live.try_recv().expect("broadcast"), &[0]);
+    }
+
+    #[test]
+    fn previews_are_kept_for_the_last_few_assessments() {
+        let feed = AssessmentFeed::default();
+        for i in 0..7u8 {
+            feed.publish_preview(&format!("a{i}"), &[i]);
+        }
+        assert!(feed.preview("a0").is_none() && feed.preview("a1").is_none());
+        assert_eq!(feed.preview("a6").as_deref(), Some(&[6u8][..]));
+        assert!(feed.preview("other").is_none());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{KeepAlive, Sse};
@@ -87,6 +87,7 @@ pub fn router(feeds: Feeds, password: Option<Password>) -> Router {
         .route("/viewer.css", get(|| async { asset("text/css; charset=utf-8", VIEWER_CSS) }))
         .route("/viewer.js", get(|| async { asset("text/javascript; charset=utf-8", VIEWER_JS) }))
         .route("/events", get(event_stream))
+        .route("/frame/{assessment_id}", get(frame_preview))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .with_state(feeds);
     let routes = match password {
@@ -103,6 +104,14 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 async fn event_stream(State(feeds): State<Feeds>) -> impl IntoResponse {
     // A comment every 10 s keeps proxies and the browser from closing an idle stream.
     Sse::new(events::stream(&feeds)).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+}
+
+/// The sharpest frame of a recent assessment, when previews are on (404 otherwise).
+async fn frame_preview(State(feeds): State<Feeds>, Path(assessment_id): Path<String>) -> Response {
+    match feeds.assessments.preview(&assessment_id) {
+        Some(jpeg) => ([(header::CONTENT_TYPE, "image/jpeg")], axum::body::Bytes::from(jpeg.to_vec())).into_response(),
+        None => (StatusCode::NOT_FOUND, "no preview\n").into_response(),
+    }
 }
 
 async fn require_password(State(password): State<Arc<Password>>, request: Request, next: Next) -> Response {

@@ -28,6 +28,8 @@ const ABSTAIN_WORDS = {
 const HISTORY = 5;
 let assessments = []; // newest last, unique by assessment_id
 let seenState = false;
+// Whether the daemon serves the frame an assessment used (only with mqtt.publish_frames).
+let previews = false;
 
 const $ = (id) => document.getElementById(id);
 const pct = (p) => `${Math.round(p * 100)}%`;
@@ -80,6 +82,7 @@ function showState(s) {
 }
 
 function showAbout(a) {
+  previews = a.previews === true;
   if (a.mode === "continuous" && !seenState) showNoExaminations();
   $("station").textContent = `Station ${a.station_id}`;
   $("model").textContent = `Model ${a.model_id}`;
@@ -163,6 +166,10 @@ function showLatest() {
       $("abstain-reasons").appendChild(li);
     }
   }
+  const preview = $("preview");
+  preview.hidden = !(previews && a.frames.length > 0);
+  if (!preview.hidden) preview.src = `/frame/${encodeURIComponent(a.assessment_id)}`;
+  else preview.removeAttribute("src");
   $("top").replaceChildren(...a.top.map(topItem));
   $("latest-disclaimer").textContent = a.disclaimer;
   const q = a.quality;

@@ -24,8 +24,6 @@ pub struct ModelInfo {
     #[serde(skip)]
     pub path: PathBuf,
     pub status: EngineStatus,
-    /// The refer thresholds' version, when they apply to this model.
-    pub operating_point: Option<String>,
     /// Whether results carry a refer flag, and why not: for `lesiond check` and the log.
     #[serde(skip)]
     pub referral: String,
@@ -130,7 +128,6 @@ impl Classifier {
             temperature,
             path: config.path.clone(),
             status,
-            operating_point: operating_point.as_ref().map(|op| op.version.clone()),
             referral,
         };
         Ok(Self { engine, labels: Arc::new(labels), info, operating_point })

@@ -67,14 +67,15 @@ impl Wiring {
             assessments: self.assessments.clone(),
         };
         let info = classifier.info();
+        let mode = crate::pipeline::effective_mode(config);
         let about = About {
             station_id: config.station.id.clone(),
             model_id: info.id.clone(),
             model_sha256: info.sha256.clone(),
-            mode: format!("{:?}", crate::pipeline::effective_mode(config)).to_lowercase(),
+            mode,
             engine: info.engine.clone(),
             // Previews only where frames leave the daemon anyway (mqtt.publish_frames).
-            previews: config.mqtt.publish_frames && crate::pipeline::effective_mode(config) != crate::config::ExaminationMode::Continuous,
+            previews: config.mqtt.publish_frames && mode != crate::config::ExaminationMode::Continuous,
             disclaimer: DISCLAIMER,
         };
         self.about.send_replace(Some(about));

@@ -175,7 +175,6 @@ mod tests {
                 runtime: crate::engine::EngineRuntime { engine: "tflite", library: "TF Lite 2.6.0".into(), threads: 1, xnnpack: None },
                 warmup_invoke_ms: 1.0,
             },
-            operating_point: None,
             referral: String::new(),
         };
         let classification =

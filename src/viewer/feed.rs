@@ -77,7 +77,7 @@ pub struct About {
     pub model_id: String,
     pub model_sha256: String,
     /// `examination.mode` as it runs: `continuous` has no states or assessments to show.
-    pub mode: String,
+    pub mode: crate::config::ExaminationMode,
     /// The engine as it describes itself (e.g. TF Lite, input type, threads).
     pub engine: String,
     /// Whether the page shows the frame an assessment used: only with `mqtt.publish_frames`

@@ -85,6 +85,12 @@ pub trait Engine: Send {
     /// Length of the output vector: the number of classes.
     fn num_classes(&self) -> usize;
     fn infer(&mut self, input: &InputTensor) -> Result<RawOutput, EngineError>;
+    /// The pooled penultimate features of the last [`Engine::infer`], dequantized, when the
+    /// model exports them as its second output (`[1, F]`, after the logits); `None` for a model
+    /// with the logits only. The out-of-distribution score (`ood.rs`) reads them.
+    fn features(&self) -> Option<&[f32]> {
+        None
+    }
     /// A short description for logs and `lesiond check`.
     fn describe(&self) -> String;
     /// Engine, library version, threads and accelerator, from the engine's own state.
@@ -109,6 +115,17 @@ pub fn open(config: &ModelConfig) -> Result<Box<dyn Engine>, EngineError> {
         EngineKind::Ort => Ok(Box::new(ort::OrtEngine::load(&config.path, config.threads, config.onnxruntime_library.as_deref())?)),
         #[cfg(not(feature = "ort"))]
         kind @ EngineKind::Ort => Err(EngineError::NotBuilt(kind)),
+    }
+}
+
+/// A second output `[1, F]` (F > 0): the features. Its length, or why it does not fit.
+pub(crate) fn check_features_shape(path: &Path, output: &[usize]) -> Result<usize, EngineError> {
+    match output {
+        [1, n] if *n > 0 => Ok(*n),
+        other => Err(EngineError::Shape {
+            path: path.to_path_buf(),
+            reason: format!("second output shape is {other:?}; expected [1, number of features]"),
+        }),
     }
 }
 

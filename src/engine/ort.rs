@@ -26,6 +26,8 @@ pub struct OrtEngine {
     input_shape: [usize; 4],
     spec: InputSpec,
     classes: usize,
+    /// The last frame's pooled features, when the model has them as its second output.
+    features: Option<Vec<f32>>,
     threads: u32,
     path: PathBuf,
     library: PathBuf,
@@ -103,6 +105,17 @@ impl OrtEngine {
         let (_, input, input_type) = tensor("input", session.inputs().first())?;
         let (_, output, output_type) = tensor("output", session.outputs().first())?;
         let (width, height, classes) = check_shapes(path, &input, &output)?;
+        // A second output is the pooled features (the out-of-distribution score reads them).
+        let features = match session.outputs().get(1) {
+            Some(outlet) => {
+                let (_, shape, ty) = tensor("second output", Some(outlet))?;
+                if ty != TensorElementType::Float32 {
+                    return Err(load_err(format!("features output {ty:?}; expected float32")));
+                }
+                Some(vec![0.0; super::check_features_shape(path, &shape)?])
+            }
+            None => None,
+        };
         if input_type != TensorElementType::Float32 || output_type != TensorElementType::Float32 {
             return Err(load_err(format!(
                 "input {input_type:?} and output {output_type:?}; the ort engine takes float32 in and out \
@@ -114,6 +127,7 @@ impl OrtEngine {
             input_shape: [1, height as usize, width as usize, 3],
             spec: InputSpec { width, height, dtype: InputType::F32 },
             classes,
+            features,
             threads,
             path: path.to_path_buf(),
             library: library.clone(),
@@ -141,7 +155,19 @@ impl Engine for OrtEngine {
         if logits.len() != self.classes {
             return Err(EngineError::Invoke(format!("{} outputs; expected {}", logits.len(), self.classes)));
         }
-        Ok(RawOutput::F32(logits.to_vec()))
+        let logits = logits.to_vec();
+        if let Some(features) = &mut self.features {
+            let (_, values) = outputs[1].try_extract_tensor::<f32>().map_err(err)?;
+            if values.len() != features.len() {
+                return Err(EngineError::Invoke(format!("{} features; expected {}", values.len(), features.len())));
+            }
+            features.copy_from_slice(values);
+        }
+        Ok(RawOutput::F32(logits))
+    }
+
+    fn features(&self) -> Option<&[f32]> {
+        self.features.as_deref()
     }
 
     fn describe(&self) -> String {

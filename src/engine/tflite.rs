@@ -18,6 +18,9 @@ pub struct TfliteEngine {
     spec: InputSpec,
     classes: usize,
     output_quant: Option<(f32, i32)>,
+    /// The second output (pooled features) when the model has one: how to read it, and the
+    /// last frame's values.
+    features: Option<FeaturesOutput>,
     threads: u32,
     xnnpack: XnnpackStatus,
     path: PathBuf,
@@ -48,6 +51,25 @@ impl Drop for OwnedModel {
     fn drop(&mut self) {
         // SAFETY: created by Box::leak in `new`, freed once, here.
         drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
+/// A features output: its element type and quantization, and a buffer reused frame after frame.
+struct FeaturesOutput {
+    dtype: DataType,
+    quant: (f32, i32),
+    values: Vec<f32>,
+}
+
+impl FeaturesOutput {
+    fn read(&mut self, tensor: &tflitec::tensor::Tensor) {
+        let (scale, zero_point) = self.quant;
+        let deq = |q: i32| (q - zero_point) as f32 * scale;
+        match self.dtype {
+            DataType::UInt8 => self.values.iter_mut().zip(tensor.data::<u8>()).for_each(|(v, &q)| *v = deq(i32::from(q))),
+            DataType::Int8 => self.values.iter_mut().zip(tensor.data::<i8>()).for_each(|(v, &q)| *v = deq(i32::from(q))),
+            _ => self.values.iter_mut().zip(tensor.data::<f32>()).for_each(|(v, &f)| *v = f),
+        }
     }
 }
 
@@ -89,12 +111,25 @@ impl TfliteEngine {
                     return Err(load_err(format!("output type {other:?}; expected quantized uint8 or float32")))
                 }
             };
+            let features = if interpreter.output_tensor_count() >= 2 {
+                let t = interpreter.output(1).map_err(|e| unsupported("second output", e))?;
+                let len = super::check_features_shape(path, t.shape().dimensions())?;
+                let quant = t.quantization_parameters().map(|q| (q.scale, q.zero_point)).unwrap_or((1.0, 0));
+                let dtype = t.data_type();
+                if !matches!(dtype, DataType::UInt8 | DataType::Int8 | DataType::Float32) {
+                    return Err(load_err(format!("features output type {dtype:?}; expected int8, uint8 or float32")));
+                }
+                Some(FeaturesOutput { dtype, quant, values: vec![0.0; len] })
+            } else {
+                None
+            };
             Ok(Self {
                 interpreter,
                 _model: model,
                 spec: InputSpec { width, height, dtype },
                 classes,
                 output_quant,
+                features,
                 threads,
                 xnnpack,
                 path: path.to_path_buf(),
@@ -169,6 +204,9 @@ impl Engine for TfliteEngine {
             _ => return Err(EngineError::Invoke("input tensor type does not match the model".into())),
         }
         self.interpreter.invoke().map_err(err)?;
+        if let Some(features) = &mut self.features {
+            features.read(&self.interpreter.output(1).map_err(err)?);
+        }
         let output = self.interpreter.output(0).map_err(err)?;
         Ok(match self.output_quant {
             Some((scale, zero_point)) => {
@@ -176,6 +214,10 @@ impl Engine for TfliteEngine {
             }
             None => RawOutput::F32(output.data::<f32>().to_vec()),
         })
+    }
+
+    fn features(&self) -> Option<&[f32]> {
+        self.features.as_ref().map(|f| f.values.as_slice())
     }
 
     fn describe(&self) -> String {

@@ -16,6 +16,8 @@ pub struct TractEngine {
     input_shape: [usize; 4],
     spec: InputSpec,
     classes: usize,
+    /// The last frame's pooled features, when the model has them as its second output.
+    features: Option<Vec<f32>>,
     path: PathBuf,
 }
 
@@ -53,6 +55,7 @@ impl TractEngine {
                 input_shape: [1, height as usize, width as usize, 3],
                 spec: InputSpec { width, height, dtype: InputType::F32 },
                 classes,
+                features: None,
                 path: path.to_path_buf(),
             })
         });
@@ -84,7 +87,17 @@ impl Engine for TractEngine {
         if logits.len() != self.classes {
             return Err(EngineError::Invoke(format!("{} outputs; expected {}", logits.len(), self.classes)));
         }
-        Ok(RawOutput::F32(logits.iter().copied().collect()))
+        let logits = RawOutput::F32(logits.iter().copied().collect());
+        // A second output is the pooled features (the out-of-distribution score reads them).
+        if let Some(features) = outputs.get(1) {
+            let values = features.to_plain_array_view::<f32>().map_err(err)?;
+            self.features = Some(values.iter().copied().collect());
+        }
+        Ok(logits)
+    }
+
+    fn features(&self) -> Option<&[f32]> {
+        self.features.as_deref()
     }
 
     fn describe(&self) -> String {

@@ -209,6 +209,7 @@ PY
   dpkg-deb --field "$deb" Package | grep -qx lesiond
   for path in ./usr/bin/lesiond ./usr/share/lesiond/models/lesion_mnv2_float.onnx ./usr/share/lesiond/models/labels.json \
               ./usr/share/lesiond/models/operating_point.json \
+              ./usr/share/lesiond/models/ood.json \
               ./etc/lesiond/lesiond.toml ./etc/default/lesiond ./usr/lib/sysusers.d/lesiond.sysusers.conf; do
     grep -q " $path\$" "$out/$arch-deb-contents.txt" || { echo "arm-ci: $deb lacks $path"; exit 1; }
   done

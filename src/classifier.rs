@@ -9,6 +9,7 @@ use crate::config::ModelConfig;
 use crate::cputime;
 use crate::engine::{self, Engine, EngineError, EngineRuntime, RawOutput};
 use crate::labels::{Labels, LabelsError};
+use crate::ood::{OodError, OodScore, OodScorer};
 use crate::postprocess::{self, CalibrationError, Classification};
 use crate::preprocess::{InputSpec, InputTensor};
 use crate::referral::{OperatingPoint, OperatingPointError, Referral};
@@ -27,6 +28,10 @@ pub struct ModelInfo {
     /// Whether results carry a refer flag, and why not: for `lesiond check` and the log.
     #[serde(skip)]
     pub referral: String,
+    /// Whether results can abstain as out of distribution, and why not: for `lesiond check` and
+    /// the log.
+    #[serde(skip)]
+    pub ood: String,
 }
 
 /// The engine as it runs, and how long one warm-up invoke took at load (the first invoke pays
@@ -55,6 +60,8 @@ pub enum ClassifierError {
     Calibration(#[from] CalibrationError),
     #[error(transparent)]
     OperatingPoint(#[from] OperatingPointError),
+    #[error(transparent)]
+    Ood(#[from] OodError),
     #[error("model {path} has {model} outputs but {labels} lists {listed} classes: they must belong together")]
     ClassMismatch { path: PathBuf, model: usize, labels: PathBuf, listed: usize },
     #[error("cannot read model file {path}: {source}")]
@@ -66,6 +73,7 @@ pub struct Classifier {
     labels: Arc<Labels>,
     info: ModelInfo,
     operating_point: Option<OperatingPoint>,
+    ood: Option<OodScorer>,
 }
 
 /// Time spent in the engine and in postprocessing for one frame.
@@ -120,6 +128,39 @@ impl Classifier {
             }
         };
         let warmup_invoke_ms = warm_up(engine.as_mut())?;
+        // Same rule as the operating point: parameters fitted on another model's features would
+        // flag the wrong images, so they are left out and said so. Checked after the warm-up,
+        // which tells whether the model gives features at all.
+        let (ood, ood_note) = match &config.ood {
+            None => (None, "no out-of-distribution score configured: results never abstain as out of distribution".to_string()),
+            Some(path) => {
+                let scorer = OodScorer::load(path)?;
+                let features = engine.features().map(<[f32]>::len);
+                let note = if scorer.model_sha256 != sha256 {
+                    Err(format!(
+                        "{} was fitted for the model with sha256 {}, not this one: results never abstain as out of distribution (python -m lesion_training ood)",
+                        path.display(),
+                        scorer.model_sha256
+                    ))
+                } else if features != Some(scorer.feature_dim()) {
+                    Err(format!(
+                        "this model gives {} features, {} needs {}: results never abstain as out of distribution (an export without the features output?)",
+                        features.unwrap_or(0),
+                        path.display(),
+                        scorer.feature_dim()
+                    ))
+                } else {
+                    Ok(format!("abstain when the out-of-distribution score > {:.4} ({})", scorer.threshold, scorer.version))
+                };
+                match note {
+                    Ok(note) => (Some(scorer), note),
+                    Err(note) => {
+                        tracing::warn!("{note}");
+                        (None, note)
+                    }
+                }
+            }
+        };
         let status = EngineStatus { runtime: engine.runtime(), warmup_invoke_ms };
         let info = ModelInfo {
             id,
@@ -129,8 +170,9 @@ impl Classifier {
             path: config.path.clone(),
             status,
             referral,
+            ood: ood_note,
         };
-        Ok(Self { engine, labels: Arc::new(labels), info, operating_point })
+        Ok(Self { engine, labels: Arc::new(labels), info, operating_point, ood })
     }
 
     pub fn input_spec(&self) -> InputSpec {
@@ -149,6 +191,13 @@ impl Classifier {
     /// point applies to this model.
     pub fn refer(&self, probabilities: &[f32]) -> Option<Referral<'_>> {
         self.operating_point.as_ref().map(|op| op.decide(probabilities))
+    }
+
+    /// The out-of-distribution score of the frame last classified (its features and logits);
+    /// `None` when no score applies to this model.
+    pub fn out_of_distribution(&self, raw: &RawOutput) -> Option<OodScore> {
+        let scorer = self.ood.as_ref()?;
+        scorer.score(self.engine.features()?, &postprocess::dequantize(raw))
     }
 
     pub fn operating_point(&self) -> Option<&OperatingPoint> {

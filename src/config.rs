@@ -195,6 +195,11 @@ pub struct ModelConfig {
     /// absent, or made for another model's sha256, means results carry no refer flag.
     #[serde(default)]
     pub operating_point: Option<PathBuf>,
+    /// JSON file with the out-of-distribution score fitted for this model file (`models/ood.json`);
+    /// absent, made for another model, or a model without its features output, means results
+    /// never abstain as out of distribution (`lesiond check` says which).
+    #[serde(default)]
+    pub ood: Option<PathBuf>,
     #[serde(default = "default_threads")]
     pub threads: u32,
     /// Run the model through TF Lite's XNNPACK delegate. Default: on in aarch64 builds with the

@@ -10,6 +10,7 @@
 //! [`daemon`] wires the stages together and owns the process lifecycle; [`cli`] holds the other
 //! subcommands.
 
+pub mod abstain;
 pub mod bench;
 pub mod checks;
 pub mod classifier;
@@ -24,6 +25,7 @@ pub mod fault;
 pub mod frame;
 pub mod labels;
 pub mod logging;
+pub mod ood;
 pub mod pipeline;
 pub mod postprocess;
 pub mod preprocess;

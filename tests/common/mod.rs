@@ -485,6 +485,7 @@ path = "models/lesion_mnv2_int8.tflite"
 labels = "models/labels.json"
 calibration = "models/calibration.json"
 operating_point = "models/operating_point.json"
+ood = "models/ood.json"
 threads = 1
 
 [pipeline]

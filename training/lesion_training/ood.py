@@ -1,0 +1,314 @@
+"""When the model should not answer: an out-of-distribution score on the network's own features.
+
+The exported models carry a second output, the pooled penultimate features (1280 values for
+MobileNetV2), next to the logits. The score combines two views of "this is not what I was
+trained on":
+
+- feature space: the Mahalanobis distance to the nearest class mean with one shared covariance
+  (Lee et al. 2018), of the L2-normalised features, in a 256-dimensional PCA of the training
+  features. Projection and whitening are folded into one 256 x 1280 matrix `M` and offset `b`, so
+  the daemon computes `y = M f/|f| - b` and `d = min_k |y - nu_k|^2` (nu_k: whitened class means);
+- logits: the energy `-logsumexp(logits)` (Liu et al. 2020).
+
+Each is standardised by its mean and standard deviation on the validation split; the score is
+`z(d) + w * z(energy)`. The weight `w` is chosen from {0, 0.25, 0.5, 1} on validation-split
+images with their lesion painted out (near out-of-distribution that is not the test split; the
+first sessions measured: normalising the features lifts separation from painted-out skin and
+photos, and the energy lowers it, so w is often 0). Everything else is fitted on
+in-distribution data only (training images for the space, validation images for the
+standardisation and the threshold): the test-split out-of-distribution sets are used only to
+measure. The threshold keeps `KEEP` of the validation images.
+
+The features and logits are the int8 TF Lite model's, the model a station runs, so the parameters
+belong to that file (its sha256 is in `models/ood.json`; the daemon applies them to no other).
+The daemon computes the same score in Rust (`src/ood.rs`), in float64 from the float32 matrix
+stored here; tests/golden/ood_golden.json holds inputs and this module's scores for its test.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .paths import CLASSES, FLOAT_TFLITE_NAME, GOLDEN, INT8_NAME, MODELS, ONNX_NAME, sha256_file
+
+DIMS = 256
+KEEP = 0.95
+FEATURES = "features"
+SECTION_START = "<!-- abstain:start -->"
+SECTION_END = "<!-- abstain:end -->"
+QDQ_ONNX_NAME = "lesion_mnv2_int8_qdq.onnx"
+
+
+def log(msg):
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+# ------------------------------------------------------------------------ a second output
+def tflite_add_features(path: Path) -> bool:
+    """Appends the fully-connected layer's input (the pooled features) to the model's outputs,
+    after the logits, so readers of output 0 see the same model. Returns False if already there."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils as fu
+
+    m = fu.read_model(str(path))
+    sg = m.subgraphs[0]
+    if len(sg.outputs) >= 2:
+        return False
+    fc = [i for i, oc in enumerate(m.operatorCodes)
+          if max(oc.builtinCode, oc.deprecatedBuiltinCode) == schema.BuiltinOperator.FULLY_CONNECTED]
+    ops = [o for o in sg.operators if o.opcodeIndex in fc]
+    if len(ops) != 1:
+        raise SystemExit(f"{path}: expected one FULLY_CONNECTED op, found {len(ops)}")
+    feat = int(ops[0].inputs[0])
+    shape = list(sg.tensors[feat].shape)
+    if shape != [1, 1280]:
+        raise SystemExit(f"{path}: the classifier's input has shape {shape}, expected [1, 1280]")
+    sg.tensors[feat].name = FEATURES.encode()
+    sg.outputs = np.append(np.asarray(sg.outputs, dtype=np.int32), np.int32(feat))
+    for sig in m.signatureDefs or []:
+        t = schema.TensorMapT()
+        t.name, t.tensorIndex = FEATURES.encode(), feat
+        sig.outputs.append(t)
+    fu.write_model(m, str(path))
+    return True
+
+
+def onnx_add_features(path: Path) -> bool:
+    """The same for an ONNX export: the Gemm's input, through an Identity named `features`."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    m = onnx.load(str(path))
+    g = m.graph
+    if any(o.name == FEATURES for o in g.output):
+        return False
+    gemm = [n for n in g.node if n.op_type in ("Gemm", "MatMul")]
+    if len(gemm) != 1:
+        raise SystemExit(f"{path}: expected one Gemm/MatMul node, found {len(gemm)}")
+    g.node.append(helper.make_node("Identity", [gemm[0].input[0]], [FEATURES], name="features_output"))
+    g.output.append(helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, [1, 1280]))
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+    return True
+
+
+def add_features_outputs(models: Path = MODELS) -> None:
+    for name in (INT8_NAME, FLOAT_TFLITE_NAME):
+        if (models / name).exists():
+            log(f"{name}: features output {'added' if tflite_add_features(models / name) else 'already there'}")
+    for name in (ONNX_NAME, QDQ_ONNX_NAME):
+        if (models / name).exists():
+            log(f"{name}: features output {'added' if onnx_add_features(models / name) else 'already there'}")
+
+
+# ------------------------------------------------------------------------ features of images
+def int8_features(model: Path, x: np.ndarray, every: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """(features, logits) of uint8 NHWC images, dequantized, as the daemon sees them."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    # With XNNPACK (~10 ms an image here): the daemon's own scores, not these, set the threshold.
+    it = Interpreter(model_path=str(model), num_threads=2)
+    it.allocate_tensors()
+    inp = it.get_input_details()[0]
+    outs = it.get_output_details()
+    lo = next(o for o in outs if o["shape"][-1] == len(CLASSES))
+    fo = next(o for o in outs if o["shape"][-1] == 1280)
+
+    def deq(o, v):
+        s, z = o["quantization"]
+        return (v.astype(np.float32) - np.float32(z)) * np.float32(s) if s else v.astype(np.float32)
+
+    F = np.zeros((len(x), 1280), np.float32)
+    L = np.zeros((len(x), len(CLASSES)), np.float32)
+    t0 = time.time()
+    for i in range(len(x)):
+        it.set_tensor(inp["index"], x[i:i + 1])
+        it.invoke()
+        F[i] = deq(fo, it.get_tensor(fo["index"])[0])
+        L[i] = deq(lo, it.get_tensor(lo["index"])[0])
+        if (i + 1) % every == 0:
+            log(f"  {i + 1}/{len(x)} images ({(i + 1) / (time.time() - t0):.0f}/s)")
+    return F, L
+
+
+# ------------------------------------------------------------------------ the score
+def normalise(F: np.ndarray) -> np.ndarray:
+    F = F.astype(np.float64)
+    return F / np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-12)
+
+
+def fit(F: np.ndarray, y: np.ndarray, dims: int = DIMS, shrink: float = 1e-3) -> dict:
+    """PCA to `dims`, class means and one shared (within-class) covariance, folded into M, b, nu."""
+    F = normalise(F)
+    mu = F.mean(0)
+    _, _, vt = np.linalg.svd(F - mu, full_matrices=False)
+    P = vt[:dims].T                                     # 1280 x dims
+    Z = (F - mu) @ P
+    means = np.stack([Z[y == k].mean(0) for k in range(len(CLASSES))])
+    R = Z - means[y]
+    cov = R.T @ R / (len(Z) - len(CLASSES))
+    cov += shrink * np.trace(cov) / dims * np.eye(dims)  # keeps the smallest directions finite
+    W = np.linalg.inv(np.linalg.cholesky(cov))           # whitening: W cov W^T = I
+    M = (W @ P.T).astype(np.float32)                     # stored as float32; used as float64
+    Md = M.astype(np.float64)
+    return {"M": M, "b": Md @ mu, "nu": means @ W.T}
+
+
+def mahalanobis(p: dict, F: np.ndarray) -> np.ndarray:
+    Y = normalise(F) @ p["M"].astype(np.float64).T - p["b"]
+    d = ((Y[:, None, :] - p["nu"][None]) ** 2).sum(-1)
+    return d.min(1)
+
+
+def energy(L: np.ndarray) -> np.ndarray:
+    L = L.astype(np.float64)
+    m = L.max(1)
+    return -(m + np.log(np.exp(L - m[:, None]).sum(1)))
+
+
+def standardise(p: dict, F_val: np.ndarray, L_val: np.ndarray) -> None:
+    d, e = mahalanobis(p, F_val), energy(L_val)
+    p["maha_mean"], p["maha_std"] = float(d.mean()), float(d.std())
+    p["energy_mean"], p["energy_std"] = float(e.mean()), float(e.std())
+    p.setdefault("energy_weight", 1.0)
+
+
+def score(p: dict, F: np.ndarray, L: np.ndarray) -> np.ndarray:
+    """Higher = further from the training data."""
+    return ((mahalanobis(p, F) - p["maha_mean"]) / p["maha_std"]
+            + p["energy_weight"] * (energy(L) - p["energy_mean"]) / p["energy_std"])
+
+
+def choose_energy_weight(p: dict, F_val, L_val, F_near, L_near, grid=(0.0, 0.25, 0.5, 1.0)) -> list[dict]:
+    """The weight of the energy that best separates validation images from validation images
+    with their lesion painted out (AUROC; ties: the smaller weight). Sets p["energy_weight"]."""
+    rows = []
+    for w in grid:
+        p["energy_weight"] = w
+        rows.append({"energy_weight": w, "auroc": auroc(score(p, F_near, L_near), score(p, F_val, L_val))})
+    best = max(rows, key=lambda r: (round(r["auroc"], 4), -r["energy_weight"]))
+    p["energy_weight"] = best["energy_weight"]
+    return rows
+
+
+def threshold_for(val_scores: np.ndarray, keep: float = KEEP) -> float:
+    """The score below which `keep` of the validation images fall (they are answered)."""
+    return float(np.quantile(np.asarray(val_scores, np.float64), keep, method="higher"))
+
+
+# ------------------------------------------------------------------------ the file the daemon reads
+def to_json(p: dict, model: Path, threshold: float, keep: float, n_train: int, n_val: int) -> dict:
+    M = np.ascontiguousarray(p["M"], dtype="<f4")
+    return {
+        "version": f"{model.stem}@{sha256_file(model)[:12]}/ood-v1",
+        "model_sha256": sha256_file(model),
+        "method": "z(mahalanobis(L2-normalised features, pca256, shared covariance, nearest class)) + energy_weight * z(energy), standardised on validation",
+        "feature_dim": int(M.shape[1]),
+        "dims": int(M.shape[0]),
+        "projection_f32_le_base64": base64.b64encode(M.tobytes()).decode(),
+        "offset": [float(v) for v in p["b"]],
+        "class_means": [[float(v) for v in row] for row in p["nu"]],
+        "maha_mean": p["maha_mean"], "maha_std": p["maha_std"],
+        "energy_mean": p["energy_mean"], "energy_std": p["energy_std"],
+        "energy_weight": p["energy_weight"],
+        "energy_weight_choice": p.get("energy_weight_choice"),
+        "threshold": threshold,
+        "keep_on_validation": keep,
+        "scene_check_min_score": p.get("scene_check_min_score", threshold),
+        "fitted_on": {"train_images": n_train, "validation_images": n_val},
+    }
+
+
+def from_json(j: dict) -> dict:
+    M = np.frombuffer(base64.b64decode(j["projection_f32_le_base64"]), dtype="<f4").reshape(j["dims"], j["feature_dim"])
+    p = {"M": M, "b": np.array(j["offset"]), "nu": np.array(j["class_means"])}
+    for k in ("maha_mean", "maha_std", "energy_mean", "energy_std", "energy_weight", "threshold"):
+        p[k] = j[k]
+    return p
+
+
+def golden(p: dict, F: np.ndarray, L: np.ndarray, names: list[str]) -> dict:
+    """Inputs (float32 features and logits, as the daemon has them) and the reference scores."""
+    F32, L32 = F.astype(np.float32), L.astype(np.float32)
+    return {"what": "src/ood.rs must give these scores to 1e-4 (python -m lesion_training ood)",
+            "cases": [{"name": n, "features": [float(v) for v in f], "logits": [float(v) for v in l],
+                       "mahalanobis": float(mahalanobis(p, f[None])[0]), "energy": float(energy(l[None])[0]),
+                       "score": float(score(p, f[None], l[None])[0])}
+                      for n, f, l in zip(names, F32, L32)]}
+
+
+# ------------------------------------------------------------------------ measuring
+def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(score of an out-of-distribution image > score of an in-distribution one), ties half."""
+    pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
+    allv = np.concatenate([neg, pos])
+    order = allv.argsort(kind="mergesort")
+    ranks = np.empty(len(allv))
+    sv = allv[order]
+    i = 0
+    while i < len(sv):
+        j = i
+        while j + 1 < len(sv) and sv[j + 1] == sv[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    rp = ranks[len(neg):].sum()
+    return float((rp - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def fpr_at_tpr(ind: np.ndarray, ood: np.ndarray, tpr: float = 0.95) -> float:
+    """Share of out-of-distribution images answered when the threshold keeps `tpr` of the
+    in-distribution ones (the usual "FPR at 95 % TPR", in-distribution as positives)."""
+    t = np.quantile(np.asarray(ind, np.float64), tpr, method="higher")
+    return float((np.asarray(ood) <= t).mean())
+
+
+QUALITY = {"too_dark", "too_bright", "glare", "out_of_focus"}
+SCENE = {"no_lesion", "not_skin"}
+
+
+def abstains(checks_failed: list[str], score: float, threshold: float, scene_min: float) -> bool:
+    """The daemon's rule for one image (src/abstain.rs), to choose its two numbers on validation:
+    out of distribution above `threshold`; a quality check always; a scene check only where the
+    score is above `scene_min`; off centre and moving never."""
+    c = set(checks_failed)
+    return score > threshold or bool(c & QUALITY) or (bool(c & SCENE) and score > scene_min)
+
+
+def choose_rule(val: list[tuple[list[str], float]], near: list[tuple[list[str], float]], budget: float = 1 - KEEP,
+                keeps=(0.95, 0.96, 0.97, 0.98, 0.99), scene_quantiles=(None, 0.5, 0.75, 0.9)) -> dict:
+    """The out-of-distribution threshold (a validation quantile of the score, keeping >= 95 % of the
+    validation images by the score alone) and the score above which a scene check is believed
+    (None: always), such that at most `budget` of the validation images abstain in all; among
+    those, the pair that abstains most on validation images with their lesion painted out."""
+    scores = np.array([s for _, s in val])
+    rows = []
+    for keep in keeps:
+        t = float(np.quantile(scores, keep, method="higher"))
+        for q in scene_quantiles:
+            m = float(scores.min()) - 1.0 if q is None else float(np.quantile(scores, q))
+            rate = lambda xs: float(np.mean([abstains(c, s, t, m) for c, s in xs]))
+            rows.append({"keep": keep, "scene_quantile": q, "threshold": t, "scene_check_min_score": m,
+                         "validation_abstain": rate(val), "painted_validation_abstain": rate(near)})
+    ok = [r for r in rows if r["validation_abstain"] <= budget]
+    if not ok:
+        raise SystemExit(f"no rule keeps {1 - budget:.0%} of the validation images: {rows}")
+    best = max(ok, key=lambda r: (round(r["painted_validation_abstain"], 4), -r["keep"]))
+    return {"chosen": best, "grid": rows}
+
+
+def replace_section(card: str, section: str) -> str:
+    block = f"{SECTION_START}\n{section.rstrip()}\n{SECTION_END}"
+    if SECTION_START in card and SECTION_END in card:
+        a, rest = card.split(SECTION_START, 1)
+        _, b = rest.split(SECTION_END, 1)
+        return a + block + b
+    anchor = "<!-- operating-point:start -->"
+    if anchor in card:
+        a, b = card.split(anchor, 1)
+        return a + block + "\n\n" + anchor + b
+    return card.rstrip() + "\n\n" + block + "\n"

@@ -17,7 +17,15 @@ struct ImageResult<'a> {
     probabilities: std::collections::BTreeMap<&'a str, f32>,
     top: Vec<TopEntry<'a>>,
     malignant_probability: f32,
-    /// The refer flag at the model's operating point (`null`: none applies to this model).
+    /// Why there is no answer (`null`: answered): failed per-frame checks, out of distribution.
+    abstain: Option<crate::abstain::Abstain>,
+    /// Every per-frame check the image failed, whether or not it counts for a single image
+    /// (`abstain.rs` says which do).
+    checks_failed: Vec<crate::checks::Check>,
+    /// The out-of-distribution score and its parts (`null`: none applies to this model).
+    ood: Option<crate::ood::OodScore>,
+    /// The refer flag at the model's operating point (`null`: none applies to this model, or
+    /// the result abstains).
     refer: Option<bool>,
     referral: Option<crate::referral::Referral<'a>>,
     /// sha256 of the exact bytes given to the engine (for comparing with the Python reference).
@@ -83,7 +91,7 @@ pub fn checks(config: &crate::config::ChecksConfig, images: &[PathBuf]) -> usize
 
 /// Classifies image files; one JSON object per image on stdout with `--json`, a line of text
 /// otherwise. Returns how many images failed.
-pub fn classify(model: &ModelConfig, images: &[PathBuf], json: bool) -> Result<usize, crate::classifier::ClassifierError> {
+pub fn classify(model: &ModelConfig, checks: &crate::config::ChecksConfig, images: &[PathBuf], json: bool) -> Result<usize, crate::classifier::ClassifierError> {
     let mut classifier = Classifier::load(model)?;
     // On stderr, so that --json output stays one object per image.
     eprintln!("lesiond: {}", classifier.info().status);
@@ -95,13 +103,18 @@ pub fn classify(model: &ModelConfig, images: &[PathBuf], json: bool) -> Result<u
     let mut failures = 0;
     for path in images {
         let outcome = read_image(path).and_then(|image| {
+            // The checks a camera frame gets, bar those that need a stream (motion, focus
+            // relative to an examination's sharpest frame).
+            let checks = crate::checks::check_image(checks, &image);
             let input = preprocessor.run(&image);
             let sha = input.sha256();
-            classifier.classify(&input).map(|(c, raw, _)| (c, raw, sha)).map_err(|e| e.to_string())
+            classifier.classify(&input).map(|(c, raw, _)| (c, raw, sha, checks)).map_err(|e| e.to_string())
         });
         let line = match outcome {
-            Ok((c, raw, input_sha256)) => {
-                let referral = classifier.refer(&c.probabilities);
+            Ok((c, raw, input_sha256, checks)) => {
+                let ood = classifier.out_of_distribution(&raw);
+                let abstain = crate::abstain::of_image(Some(&checks), ood.as_ref());
+                let referral = if abstain.is_none() { classifier.refer(&c.probabilities) } else { None };
                 let result = ImageResult {
                     image: path.display().to_string(),
                     probabilities: labels.classes.iter().map(|l| (l.code.as_str(), c.probabilities[l.index])).collect(),
@@ -116,6 +129,9 @@ pub fn classify(model: &ModelConfig, images: &[PathBuf], json: bool) -> Result<u
                         })
                         .collect(),
                     malignant_probability: labels.classes.iter().filter(|l| l.malignant).map(|l| c.probabilities[l.index]).sum(),
+                    abstain,
+                    checks_failed: checks.failed.clone(),
+                    ood,
                     refer: referral.as_ref().map(|r| r.refer),
                     referral,
                     input_sha256,
@@ -130,8 +146,9 @@ pub fn classify(model: &ModelConfig, images: &[PathBuf], json: bool) -> Result<u
                 } else {
                     let top: Vec<String> =
                         result.top.iter().map(|t| format!("{} {:.1}%", t.code, t.probability * 100.0)).collect();
-                    let refer = match &result.referral {
-                        Some(r) if r.refer => format!("; refer ({})", r.rules_fired.join(", ")),
+                    let refer = match (&result.abstain, &result.referral) {
+                        (Some(a), _) => format!("; no answer ({})", a.reasons.join(", ")),
+                        (None, Some(r)) if r.refer => format!("; refer ({})", r.rules_fired.join(", ")),
                         _ => String::new(),
                     };
                     format!("{}: {}{refer}", result.image, top.join(", "))
@@ -171,6 +188,7 @@ pub fn check(config: &Config) -> bool {
             // Not a failure: a model without an operating point still classifies; its results
             // just carry no refer flag, and this line says so.
             report(true, "referral", &info.referral);
+            report(true, "abstain", &info.ood);
             report(true, "engine", &info.status.to_string());
         }
         Err(e) => all_ok &= report(false, "model", &e.to_string()),

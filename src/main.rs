@@ -175,7 +175,7 @@ fn run(args: Args) -> Result<ExitCode, ExitCode> {
             if let Some(xnnpack) = xnnpack {
                 model.xnnpack = xnnpack;
             }
-            match cli::classify(&model, &images, json) {
+            match cli::classify(&model, &base.checks, &images, json) {
                 Ok(0) => Ok(ExitCode::SUCCESS),
                 Ok(n) => {
                     eprintln!("lesiond: {n} of {} image(s) could not be classified", images.len());

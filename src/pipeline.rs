@@ -442,8 +442,8 @@ fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out
         let observed = Observed { seq: item.seq, at: item.at, captured_at: item.captured_at, origin: item.origin.clone(), checks };
         if exam.observe(&observed) == Step::Classify && item.input.is_some() {
             let jpeg = item.frame_jpeg.clone().map(|j| (item.seq, j));
-            if let Some(probabilities) = engine.classify_and_spool(classifier, item, out, station_id, spool_frames)? {
-                exam.classified(&observed, probabilities);
+            if let Some(frame) = engine.classify_and_spool(classifier, item, out, station_id, spool_frames)? {
+                exam.classified(&observed, frame.probabilities, frame.out_of_distribution);
                 if let Some(jpeg) = jpeg {
                     if jpegs.len() == 2 * setup.config.min_frames.max(1) as usize {
                         jpegs.pop_front();
@@ -511,6 +511,14 @@ fn spool_assessment(a: &assessment::Assessment, classifier: &Classifier, out: &I
     }
 }
 
+/// What the examination needs of a classified frame.
+struct ClassifiedFrame {
+    /// Calibrated, in the model's class order.
+    probabilities: Vec<f32>,
+    /// Above the out-of-distribution threshold (never, when no score applies to the model).
+    out_of_distribution: bool,
+}
+
 /// The engine's side of the inference thread: invokes, counts failures, spools classifications.
 struct EngineRun {
     invoke_cpu: Duration,
@@ -520,9 +528,9 @@ struct EngineRun {
 
 impl EngineRun {
     /// Classifies a prepared frame; spools (and logs) its classification when `spool` is set.
-    /// Returns the calibrated probabilities, `None` when the engine failed on this frame, or
-    /// `Err` when it keeps failing.
-    fn classify_and_spool(&mut self, classifier: &mut Classifier, item: Prepared, out: &InferenceOutputs<'_>, station_id: &str, spool: bool) -> Result<Option<Vec<f32>>, String> {
+    /// Returns the frame's result, `None` when the engine failed on this frame, or `Err` when
+    /// it keeps failing.
+    fn classify_and_spool(&mut self, classifier: &mut Classifier, item: Prepared, out: &InferenceOutputs<'_>, station_id: &str, spool: bool) -> Result<Option<ClassifiedFrame>, String> {
         let stats = out.stats;
         let Some(input) = item.input.as_ref() else { return Ok(None) };
         let queue_wait = item.queued_at.elapsed();
@@ -532,7 +540,7 @@ impl EngineRun {
         } else {
             classifier.classify(input).map_err(|e| e.to_string())
         };
-        let (classification, _raw, timings) = match classified {
+        let (classification, raw, timings) = match classified {
             Ok(out) => {
                 self.failures_in_a_row = 0;
                 out
@@ -559,10 +567,17 @@ impl EngineRun {
             total: ms(item.decode + item.preprocess + queue_wait + timings.inference + timings.postprocess),
         };
         stats.record_latency(latency);
-        let probabilities = classification.probabilities.clone();
+        let ood = classifier.out_of_distribution(&raw);
+        let frame = ClassifiedFrame {
+            probabilities: classification.probabilities.clone(),
+            out_of_distribution: ood.is_some_and(|o| o.out_of_distribution),
+        };
         if !spool {
-            return Ok(Some(probabilities));
+            return Ok(Some(frame));
         }
+        // The frame's own checks (none in continuous mode; a classified frame in an examination
+        // passed them) and its out-of-distribution score.
+        let abstain = crate::abstain::of_image(item.checks.as_ref(), ood.as_ref());
         let result_id = uuid::Uuid::new_v4().to_string();
         let labels = classifier.labels().clone();
         let body = payload::build(PayloadInput {
@@ -574,14 +589,15 @@ impl EngineRun {
             model: classifier.info(),
             labels: &labels,
             classification: &classification,
-            referral: classifier.refer(&classification.probabilities),
+            referral: if abstain.is_none() { classifier.refer(&classification.probabilities) } else { None },
+            abstain,
             latency,
         });
         let json = match serde_json::to_vec(&body) {
             Ok(json) => json,
             Err(e) => {
                 tracing::error!("cannot serialize result: {e}");
-                return Ok(Some(probabilities));
+                return Ok(Some(frame));
             }
         };
         // Into the spool before anything else: from here the result survives a dead broker, a
@@ -589,7 +605,7 @@ impl EngineRun {
         if let Err(e) = out.spool.append(&json) {
             Stats::inc(&stats.spool_failed);
             tracing::error!(seq = item.seq, "result lost: {e}");
-            return Ok(Some(probabilities));
+            return Ok(Some(frame));
         }
         // Logged once spooled: a logged result is a result that will reach the broker.
         let top = &labels.classes[classification.top[0]];
@@ -608,7 +624,7 @@ impl EngineRun {
                 Stats::inc(&stats.thumbnails_dropped);
             }
         }
-        Ok(Some(probabilities))
+        Ok(Some(frame))
     }
 }
 

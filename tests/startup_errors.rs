@@ -67,6 +67,47 @@ fn an_operating_point_for_another_model_is_not_applied_and_said_so() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("referral: models/operating_point.json was chosen for the model with sha256"), "{text}");
     assert!(text.contains("results carry no refer flag"), "{text}");
+    assert!(text.contains("abstain: models/ood.json was fitted for the model with sha256"), "{text}");
+    assert!(text.contains("results never abstain as out of distribution"), "{text}");
+}
+
+#[test]
+fn a_broken_out_of_distribution_file_fails_at_start() {
+    let config = cfg(SOURCE).replace("models/ood.json", "models/labels.json");
+    let (code, text) = run_with(&config);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("models/labels.json is not a valid out-of-distribution file"), "{text}");
+}
+
+#[test]
+fn a_model_without_the_features_output_still_classifies_and_says_it_cannot_abstain() {
+    // Like the exports before the score: logits only. The score file is made for this file
+    // (its sha256), so what is missing is the features output itself.
+    use sha2::Digest;
+    let work = tempfile::tempdir().expect("tempdir");
+    let model = repo().join("tests/fixtures/logits_only.tflite");
+    let sha = hex::encode(sha2::Sha256::digest(std::fs::read(&model).expect("fixture")));
+    let mut ood: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("models/ood.json")).expect("ood.json")).expect("JSON");
+    ood["model_sha256"] = serde_json::Value::String(sha);
+    let ood_path = write_file(work.path(), "ood.json", &ood.to_string());
+    let config = cfg(SOURCE)
+        .replace("models/lesion_mnv2_int8.tflite", "tests/fixtures/logits_only.tflite")
+        .replace("models/ood.json", ood_path.to_str().expect("utf-8 path"));
+    let path = write_file(work.path(), "lesiond.toml", &config);
+    let out = lesiond().args(["check", "--config"]).arg(&path).output().expect("check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ok   model:"), "{text}");
+    assert!(text.contains("abstain: this model gives 0 features"), "{text}");
+    let image = generated_images(work.path(), 7, 1, 320, 240).into_iter().next().expect("an image");
+    let out = lesiond()
+        .args(["classify", "--json", "--model", "tests/fixtures/logits_only.tflite"])
+        .arg(&image)
+        .output()
+        .expect("classify");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let row: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON line");
+    assert!(row["ood"].is_null() && row["probabilities"].as_object().is_some_and(|p| p.len() == 7), "{row}");
 }
 
 #[test]

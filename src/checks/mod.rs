@@ -86,8 +86,9 @@ pub struct FrameChecks {
     /// for the first frame.
     pub motion_px: Option<f32>,
     pub lesion: LesionFigures,
-    /// The checks this frame failed, most fundamental first. Empty: usable (relative focus
-    /// aside, which the examination judges).
+    /// The checks this frame failed, most fundamental first (exposure, scene, lesion, then the
+    /// quality checks glare, motion, focus, which are always judged). Empty: usable (relative
+    /// focus aside, which the examination judges).
     pub failed: Vec<Check>,
     /// What the view looks like (not published): the examination tells one lesion from the
     /// next by it.
@@ -163,16 +164,17 @@ fn judge(c: &ChecksConfig, a: &Analysis, motion_px: Option<f32>) -> FrameChecks 
     } else if lesion.centre_share < c.lesion_centre_share_min || lesion.area > c.lesion_area_max {
         failed.push(Check::LesionOffCentre);
     }
-    if failed.is_empty() {
-        if glare > c.glare_above {
-            failed.push(Check::Glare);
-        }
-        if motion_px.is_some_and(|m| m > c.motion_max_px) {
-            failed.push(Check::Moving);
-        }
-        if focus < c.focus_min {
-            failed.push(Check::OutOfFocus);
-        }
+    // The image-quality checks are judged whatever the scene checks said: the examination
+    // only acts on the first failed check, but a single image's abstain reasons
+    // (`abstain.rs`) need to know about blur or glare even where a scene check failed.
+    if glare > c.glare_above {
+        failed.push(Check::Glare);
+    }
+    if motion_px.is_some_and(|m| m > c.motion_max_px) {
+        failed.push(Check::Moving);
+    }
+    if focus < c.focus_min {
+        failed.push(Check::OutOfFocus);
     }
     let r = |v: f32| (v * 1000.0).round() / 1000.0;
     FrameChecks {

@@ -15,7 +15,7 @@ use crate::labels::Labels;
 use crate::publish::payload::{rfc3339, ClassResult, ModelRef, DISCLAIMER};
 use crate::referral::{OperatingPoint, Referral};
 
-pub const ASSESSMENT_SCHEMA_VERSION: u32 = 2;
+pub const ASSESSMENT_SCHEMA_VERSION: u32 = 3;
 
 /// A classified frame of an examination.
 #[derive(Debug, Clone)]
@@ -27,6 +27,8 @@ pub struct UsedFrame {
     pub checks: FrameChecks,
     /// Calibrated probabilities, in the model's class order.
     pub probabilities: Vec<f32>,
+    /// Above the model's out-of-distribution threshold.
+    pub out_of_distribution: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -249,7 +251,14 @@ pub fn payload<'a>(
         started_at: rfc3339(a.started_at),
         assessed_at: rfc3339(a.assessed_at),
         model: ModelRef { id: &model.id, sha256: &model.sha256, temperature: model.temperature },
-        abstain: a.abstain.as_ref().map(|reasons| Abstain { reasons: reasons.clone(), message: ABSTAIN_MESSAGE }),
+        abstain: a.abstain.as_ref().map(|reasons| Abstain {
+            reasons: reasons.clone(),
+            message: if reasons.iter().any(|r| r == crate::abstain::OUT_OF_DISTRIBUTION) {
+                crate::abstain::MESSAGE
+            } else {
+                ABSTAIN_MESSAGE
+            },
+        }),
         probabilities: prob_map,
         top,
         malignant_probability: malignant,

@@ -322,7 +322,7 @@ impl Examination {
     }
 
     /// The engine's calibrated probabilities for a frame [`Examination::observe`] asked about.
-    pub fn classified(&mut self, f: &Observed, probabilities: Vec<f32>) {
+    pub fn classified(&mut self, f: &Observed, probabilities: Vec<f32>, out_of_distribution: bool) {
         let Phase::Examining(exam) = &mut self.phase else { return };
         exam.reference.get_or_insert(f.checks.signature);
         exam.used.push(UsedFrame {
@@ -332,6 +332,7 @@ impl Examination {
             origin: f.origin.clone(),
             checks: f.checks.clone(),
             probabilities,
+            out_of_distribution,
         });
         // Frames that were sharp next to what had been seen when they came may be soft next to
         // what came later (the end of an approach): only frames sharp against the examination's
@@ -349,7 +350,15 @@ impl Examination {
                 Phase::Examining(exam) => exam,
                 _ => unreachable!("matched above"),
             };
-            let assessment = Assessment::from_frames(exam.trigger, exam.started_at, f.captured_at, exam.max_focus, exam.used);
+            // Most good frames look like nothing the model learnt from (a photo, plain skin, an
+            // artefact the checks let through): no answer, like a single image.
+            let strange = exam.used.iter().filter(|u| u.out_of_distribution).count();
+            let assessment = if 2 * strange > exam.used.len() {
+                let reasons = vec![crate::abstain::OUT_OF_DISTRIBUTION.to_string()];
+                Assessment::abstained(exam.trigger, exam.started_at, f.captured_at, exam.max_focus, exam.used, reasons)
+            } else {
+                Assessment::from_frames(exam.trigger, exam.started_at, f.captured_at, exam.max_focus, exam.used)
+            };
             self.finish(assessment, f.captured_at);
         } else {
             let state = StationState { state: StateName::Assessing, check: None, progress: Some(progress), assessment_id: None, abstained: None };
@@ -364,7 +373,7 @@ impl Examination {
             .into_iter()
             .filter(|(_, n)| *n * 10 >= exam.frames_in_view.max(1)) // failed on at least a tenth
             .take(3)
-            .map(|(c, _)| format!("poor_quality:{c}"))
+            .map(|(c, _)| crate::abstain::reason(c))
             .collect();
         let reasons = if reasons.is_empty() { vec!["too_few_good_frames".to_string()] } else { reasons };
         Assessment::abstained(exam.trigger, exam.started_at, f.captured_at, exam.max_focus, exam.used.clone(), reasons)

@@ -18,11 +18,13 @@ struct Clip {
     states: Vec<StationState>,
     assessments: Vec<Assessment>,
     classified: u32,
+    /// Every n-th classified frame is out of distribution (0: none).
+    strange_every: u32,
 }
 
 impl Clip {
     fn new(config: ExaminationConfig) -> Self {
-        Clip { exam: Examination::new(config, 0.65), t0: Instant::now(), n: 0, states: Vec::new(), assessments: Vec::new(), classified: 0 }
+        Clip { exam: Examination::new(config, 0.65), t0: Instant::now(), n: 0, states: Vec::new(), assessments: Vec::new(), classified: 0, strange_every: 0 }
     }
     fn auto() -> Self {
         Self::new(ExaminationConfig::default())
@@ -40,7 +42,8 @@ impl Clip {
             };
             if self.exam.observe(&f) == Step::Classify {
                 self.classified += 1;
-                self.exam.classified(&f, probabilities.to_vec());
+                let strange = self.strange_every > 0 && self.classified % self.strange_every == 0;
+                self.exam.classified(&f, probabilities.to_vec(), strange);
             }
             if let Some(a) = self.exam.take_assessment() {
                 self.assessments.push(a);
@@ -100,6 +103,25 @@ fn idle_scenes_never_make_an_assessment() {
     assert!(c.assessments.is_empty());
     assert_eq!(c.classified, 0);
     assert_eq!(c.names(), [StateName::Idle]);
+}
+
+#[test]
+fn a_view_the_model_finds_out_of_distribution_abstains_and_a_few_strange_frames_do_not() {
+    let mut c = Clip::auto();
+    c.strange_every = 1; // every good frame above the threshold
+    c.frames(10, &[Check::NoLesion], 0.0, &NEVUS);
+    c.frames(45, &[], 5.0, &NEVUS);
+    assert_eq!(c.assessments.len(), 1);
+    let a = &c.assessments[0];
+    assert_eq!(a.abstain.as_deref(), Some(&["out_of_distribution".to_string()][..]));
+    assert!(a.probabilities().is_some(), "the frames' probabilities stay, for the record");
+
+    let mut c = Clip::auto();
+    c.strange_every = 3; // one in three: the majority looks like a lesion
+    c.frames(10, &[Check::NoLesion], 0.0, &NEVUS);
+    c.frames(45, &[], 5.0, &NEVUS);
+    assert_eq!(c.assessments.len(), 1);
+    assert!(c.assessments[0].abstain.is_none(), "{:?}", c.assessments[0].abstain);
 }
 
 #[test]

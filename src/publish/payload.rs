@@ -11,7 +11,7 @@ use crate::labels::Labels;
 use crate::postprocess::Classification;
 use crate::referral::Referral;
 
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 pub const DISCLAIMER: &str =
     "Decision support only, not a diagnosis: a clinician must assess every lesion.";
@@ -36,6 +36,9 @@ pub struct ClassificationPayload<'a> {
     pub classes: Vec<ClassResult<'a>>,
     /// Sum of the probabilities of the malignant classes (mel, bcc, akiec).
     pub malignant_probability: f32,
+    /// Why this frame gets no answer (`null`: answered): out of distribution, or a failed
+    /// per-frame check. Its probabilities are then not to be relied on, and `refer` is `null`.
+    pub abstain: Option<crate::abstain::Abstain>,
     /// Whether the probabilities cross the model's refer operating point; `null` when no
     /// operating point applies to this model.
     pub refer: Option<bool>,
@@ -104,6 +107,7 @@ pub struct PayloadInput<'a> {
     pub labels: &'a Labels,
     pub classification: &'a Classification,
     pub referral: Option<Referral<'a>>,
+    pub abstain: Option<crate::abstain::Abstain>,
     pub latency: LatencyMs,
 }
 
@@ -150,6 +154,7 @@ pub fn build(input: PayloadInput<'_>) -> ClassificationPayload<'_> {
             .collect(),
         classes: (0..input.labels.len()).map(class).collect(),
         malignant_probability: round4(malignant_probability),
+        abstain: input.abstain,
         refer: input.referral.as_ref().map(|r| r.refer),
         referral: input.referral,
         latency_ms: input.latency,
@@ -176,6 +181,7 @@ mod tests {
                 warmup_invoke_ms: 1.0,
             },
             referral: String::new(),
+            ood: String::new(),
         };
         let classification =
             crate::postprocess::classify(&RawOutput::F32(vec![0.0, 0.0, 0.0, 0.0, 3.0, 1.0, 0.0]), 1.0);
@@ -190,10 +196,11 @@ mod tests {
             labels: &labels,
             classification: &classification,
             referral: None,
+            abstain: None,
             latency: LatencyMs::default(),
         });
         let v = serde_json::to_value(&payload).expect("serializes");
-        assert_eq!(v["schema_version"], 2);
+        assert_eq!(v["schema_version"], 3);
         assert_eq!(v["captured_at"], "1970-01-01T00:00:00Z");
         assert_eq!(v["top"][0]["code"], "mel");
         assert_eq!(v["top"][0]["malignant"], true);
@@ -202,6 +209,7 @@ mod tests {
         assert_eq!(v["probabilities"].as_object().map(|o| o.len()), Some(7));
         assert!(v["disclaimer"].as_str().is_some_and(|s| s.contains("not a diagnosis")));
         assert!(v["refer"].is_null() && v["referral"].is_null(), "no operating point, no flag");
+        assert!(v["abstain"].is_null(), "answered");
         let total: f64 = v["probabilities"].as_object().expect("map").values().filter_map(|p| p.as_f64()).sum();
         assert!((total - 1.0).abs() < 1e-3);
     }

@@ -17,12 +17,13 @@ const ABSTAIN_WORDS = {
   "poor_quality:too_dark": "the image was too dark",
   "poor_quality:too_bright": "the image was too bright",
   "poor_quality:glare": "glare covered the lesion",
-  "poor_quality:not_skin": "the view did not look like skin",
-  "poor_quality:no_lesion": "no lesion was in view",
+  "not_skin": "the view did not look like skin",
+  "no_lesion": "no lesion was in view",
   "poor_quality:lesion_off_centre": "the lesion was off centre",
   "poor_quality:moving": "the scope was moving",
   "poor_quality:out_of_focus": "the image was out of focus",
   "too_few_good_frames": "not enough sharp, steady frames in time",
+  "out_of_distribution": "the view does not look like the dermoscopic images the model learnt from",
 };
 
 const HISTORY = 5;

@@ -58,7 +58,8 @@ def write_card(extra: dict) -> None:
 
 Files: `{INT8_NAME}` (shipped, full-integer int8), `lesion_mnv2_float.tflite` and `lesion_mnv2_float.onnx`
 (the same network in float32), `lesion_mnv2_int8_qdq.onnx` (int8 ONNX for the `ort` engine), `labels.json`,
-`calibration.json`, `metrics.json`, `metrics_onnx_int8.json`, `confusion_int8.png`.
+`calibration.json`, `metrics.json`, `metrics_onnx_int8.json`, `confusion_int8.png`, `operating_point.json` (whom
+to refer), `ood.json` and `ood_metrics.json` (when not to answer).
 All of them are produced by `training/` (see `docs/training.md`).
 
 ## Interface
@@ -69,6 +70,9 @@ All of them are produced by `training/` (see `docs/training.md`).
 - Output: `uint8 [1,7]` quantized **logits** (float models: float32 logits). Dequantize with the tensor's
   scale / zero point, divide by `temperature` from `calibration.json` (T = {cal['temperature']:.4f}),
   softmax.
+- Second output: `features`, the pooled penultimate activations `[1,1280]` (int8 model: int8, dequantize
+  with its scale / zero point; float models: float32), read by the out-of-distribution score
+  (`ood.json`, "When the model abstains"). Readers of output 0 see the logits as before.
 - Classes (index order): {", ".join(f"{i} {c}" for i, c in enumerate(CLASSES))} (`labels.json`).
 - Verified in the TF Lite **2.6** C runtime (the daemon's, via tflitec 0.5.2) and in ai-edge-litert 2.3.0
   (BUILTIN_WITHOUT_DEFAULT_DELEGATES): outputs agree to ≤ 1 quantization step.
@@ -113,8 +117,10 @@ the diagnosis; the output is a second opinion and a triage aid, e.g. to flag pos
 - Trained on HAM10000 only: patients mostly **fair-skinned** (Fitzpatrick I-III) from Central Europe
   (Vienna) and Australia (Queensland); performance on darker skin types is unknown and likely worse.
 - **Dermoscopic images only** (no clinical/smartphone close-ups), one lesion per image, similar framing and
-  acquisition devices to HAM10000; out-of-distribution inputs (other lesions, non-skin images) still get
-  one of the 7 labels - there is no "other/unknown" class.
+  acquisition devices to HAM10000. There is no "other/unknown" class: the network gives one of the 7 labels
+  to anything. The station's per-frame checks and out-of-distribution score ("When the model abstains")
+  catch most inputs that are not dermoscopic lesions, not all: a close-up that looks like one (e.g. a
+  retina photograph) can pass the score.
 - Only 7 classes; e.g. squamous cell carcinoma (other than akiec/Bowen), Merkel cell carcinoma or
   amelanotic melanoma are not separate classes. Small classes (df, vasc, akiec) have few test images, so their
   per-class numbers have wide confidence intervals.
@@ -138,4 +144,9 @@ python -m lesion_training onnx-int8            # only the int8 ONNX (part of `al
     if op_file.exists():
         from .operating_point import markdown, replace_section
         text = replace_section(text, markdown(json.loads(op_file.read_text())))
+    ood_file = MODELS / "ood_metrics.json"
+    if ood_file.exists() and (MODELS / "ood.json").exists():
+        from . import ood, ood_report
+        s = json.loads(ood_file.read_text())
+        text = ood.replace_section(text, ood_report.markdown(s, s.get("command", "python -m lesion_training ood-eval")))
     (MODELS / "README.md").write_text(text)

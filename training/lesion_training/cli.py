@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .paths import (CACHE, CLASSES, FLOAT_TFLITE_NAME, INT8_NAME, MODELS, ONNX_NAME, OUT, SEED,
+from .paths import (CACHE, CLASSES, FLOAT_TFLITE_NAME, GOLDEN, INT8_NAME, MODELS, ONNX_NAME, OUT, SEED,
                     SPLIT_CSV, WEIGHTS_PKG, WEIGHTS_PTH, WEIGHTS_PTH_MEMBER, WEIGHTS_PTH_SHA256, WEIGHTS_WHEEL,
                     WEIGHTS_WHEEL_SHA256, data_root)
 
@@ -182,6 +182,9 @@ def cmd_export(a, net=None, min_agree=None):
     xc = _check_images(x, s)
     log("exporting float TFLite, int8 TFLite, ONNX")
     export_all(net, x[s == "train"], xc, MODELS, n_rep=a.rep)
+    # The pooled features as every export's second output (the out-of-distribution score).
+    from .ood import add_features_outputs
+    add_features_outputs(MODELS)
     write_labels(MODELS)
     ref = torch_float_logits(net, xc)
     rep = check_models(MODELS, xc, ref, lib=a.tflite26_lib, min_agree=a.min_agree if min_agree is None else min_agree)
@@ -315,9 +318,15 @@ def cmd_operating_point(a):
         else:
             log(f"lesiond classify --json on {len(rows[s])} {s} images ...")
             results[s] = op.classify(a.lesiond, [root / "images" / f"{r['image_id']}.jpg" for r in rows[s]])
+    _write_operating_point(rows, results["val"], results["test"])
+
+
+def _write_operating_point(rows: dict, val: dict, test: dict) -> dict:
+    from . import operating_point as op
+    from .paths import sha256_file
     model_file = MODELS / INT8_NAME
     model = {"id": model_file.stem, "sha256": sha256_file(model_file)}
-    point = op.build(rows["val"], results["val"], rows["test"], results["test"], model)
+    point = op.build(rows["val"], val, rows["test"], test, model)
     (MODELS / "operating_point.json").write_text(json.dumps(point, indent=1) + "\n")
     card = MODELS / "README.md"
     card.write_text(op.replace_section(card.read_text(), op.markdown(point)))
@@ -327,11 +336,149 @@ def cmd_operating_point(a):
                                     for k, v in r.items() if k != "n") + f"; n {r['n']}")
     log("thresholds: " + ", ".join(f"{r['name']} {r['threshold']:.5f}" for r in point["rules"])
         + f"; daemon flag agrees on {point['test_by_image_daemon_flag_agrees']} of {point['test_images']} images")
+    return point
+
+
+def cmd_ood_eval(a):
+    """Everything measured through the daemon (`lesiond classify --json`, numpy only): the
+    out-of-distribution threshold from its validation scores, the refer operating point (made
+    again when it belongs to another model file), then the test split and the
+    out-of-distribution sets (photos, painted-out skin, synthetic) for the model card."""
+    from . import ood
+    from . import operating_point as op
+    from .ood_report import report
+    from .paths import sha256_file
+    root = data_root(a.data)
+    rows = {s: op.split_rows(SPLIT_CSV, s) for s in ("val", "test")}
+    images = {s: [root / "images" / f"{r['image_id']}.jpg" for r in rows[s]] for s in rows}
+    out = OUT / "ood_eval"
+    out.mkdir(parents=True, exist_ok=True)
+
+    def run(name, files):
+        log(f"lesiond classify --json on {len(files)} {name} images")
+        res = op.classify(a.lesiond, files)
+        (out / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in res.values()))
+        return res
+
+    damage = Path(a.out) if a.out else CACHE / "damage_test"
+    if not all((damage / s).is_dir() for s in ("photos", "painted", "synthetic")):
+        from .videos import write_damage
+        log(f"out-of-distribution sets from the test split into {damage}")
+        write_damage(damage, root, n=a.n, seed=a.seed, photos=_photo_list(a), split="test", log=log)
+    model = MODELS / INT8_NAME
+    val = run("val", images["val"])
+    j = json.loads((MODELS / "ood.json").read_text())
+    sv = np.array([r["ood"]["score"] for r in val.values() if r.get("ood")])
+    if j["model_sha256"] != sha256_file(model) or len(sv) != len(val):
+        raise SystemExit("the daemon gave no out-of-distribution score for every validation image: "
+                         "is models/ood.json made for this model (python -m lesion_training ood)?")
+    painted_val = sorted(Path(a.val_painted).glob("*.jpg")) if a.val_painted else \
+        sorted((CACHE / "damage_val" / "painted").glob("*.jpg"))
+    if not painted_val:
+        raise SystemExit("no painted-out validation images: run `ood` first (or --val-painted DIR)")
+    near = run("val_painted", painted_val)
+    pairs = lambda res: [(r["checks_failed"], r["ood"]["score"]) for r in res.values() if "error" not in r]
+    rule = ood.choose_rule(pairs(val), pairs(near))
+    best = rule["chosen"]
+    j["threshold"], j["scene_check_min_score"] = best["threshold"], best["scene_check_min_score"]
+    j["keep_on_validation"] = best["keep"]
+    j["threshold_from"] = (f"lesiond classify --json on {len(sv)} validation images and {len(near)} painted-out "
+                           f"validation images (python -m lesion_training ood-eval)")
+    j["rule_choice"] = rule
+    (MODELS / "ood.json").write_text(json.dumps(j) + "\n")
+    log(f"threshold {j['threshold']:.4f} (keeps {best['keep']:.2f} of the validation images by the score), scene "
+        f"checks believed above {j['scene_check_min_score']:.4f} (quantile {best['scene_quantile']}): "
+        f"{best['validation_abstain']:.4f} of the validation images and {best['painted_validation_abstain']:.4f} of "
+        f"the painted-out ones abstain")
+    point = json.loads((MODELS / "operating_point.json").read_text())
+    test = run("test", images["test"])
+    if point["model"]["sha256"] != sha256_file(model):
+        # The daemon gives no refer flag with a point made for another file: make it, then ask again.
+        log("the operating point belongs to another model file: chosen again, then the test split again")
+        _write_operating_point(rows, val, test)
+        test = run("test", images["test"])
+    _write_operating_point(rows, val, test)
+    sets = {s: run(s, sorted((damage / s).glob("*.jpg"))) for s in ("photos", "painted", "synthetic")}
+    report(j, test, sets, "python -m lesion_training ood-eval   # from training/, after cargo build --release; "
+                          "about 25 minutes on 2 cores")
+
+
+def cmd_ood(a):
+    """Out-of-distribution score: the features output added to the exports (if missing), the
+    score fitted on training features and standardised on validation (models/ood.json), golden
+    cases for the Rust test. With --val-results (the daemon's `classify --json` on the validation
+    images): the threshold from the daemon's own scores. With --test-results and --ood-results:
+    the measurements in the model card."""
+    from . import ood
+    from .paths import sha256_file
+    model = MODELS / INT8_NAME
+    if not (a.val_results or a.test_results):
+        ood.add_features_outputs()
+        from .data import build_cache, read_split
+        build_cache(data_root(a.data), read_split())
+        rows, (x, y, s, ids) = _load()
+        tr, va = s == "train", s == "val"
+        log(f"int8 features of {tr.sum()} training and {va.sum()} validation images")
+        Ftr, _ = ood.int8_features(model, x[tr])
+        Fva, Lva = ood.int8_features(model, x[va])
+        p = ood.fit(Ftr, y[tr])
+        ood.standardise(p, Fva, Lva)
+        near = _painted_validation(a)
+        Fn, Ln = ood.int8_features(model, near)
+        p["energy_weight_choice"] = ood.choose_energy_weight(p, Fva, Lva, Fn, Ln)
+        log(f"energy weight {p['energy_weight']} (AUROC vs {len(near)} painted-out validation images: "
+            + ", ".join(f"w {r['energy_weight']}: {r['auroc']:.3f}" for r in p["energy_weight_choice"]) + ")")
+        sva = ood.score(p, Fva, Lva)
+        thr = ood.threshold_for(sva)
+        j = ood.to_json(p, model, thr, ood.KEEP, int(tr.sum()), int(va.sum()))
+        (MODELS / "ood.json").write_text(json.dumps(j) + "\n")
+        log(f"models/ood.json: threshold {thr:.4f} (python's val scores; set it from the daemon's with --val-results)")
+        rng = np.random.default_rng(SEED)
+        pick = rng.choice(np.where(va)[0], 6, replace=False)
+        noise = rng.integers(0, 256, (2,) + x.shape[1:], dtype=np.uint8)
+        Fn, Ln = ood.int8_features(model, noise)
+        F = np.concatenate([Fva[np.searchsorted(np.where(va)[0], pick)], Fn])
+        L = np.concatenate([Lva[np.searchsorted(np.where(va)[0], pick)], Ln])
+        names = [ids[i] for i in pick] + ["noise_0", "noise_1"]
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        (GOLDEN / "ood_golden.json").write_text(json.dumps(ood.golden(p, F, L, names)) + "\n")
+        log(f"golden: {names}")
+        return
+    from .operating_point import read_jsonl
+    j = json.loads((MODELS / "ood.json").read_text())
+    if j["model_sha256"] != sha256_file(model):
+        raise SystemExit("models/ood.json was fitted for another model file: run `ood` without results first")
+    scores = lambda res: np.array([r["ood"]["score"] for r in res.values() if r.get("ood")])
+    if a.val_results:
+        sv = scores(read_jsonl(Path(a.val_results)))
+        j["threshold"] = ood.threshold_for(sv)
+        j["threshold_from"] = f"lesiond classify --json on {len(sv)} validation images"
+        (MODELS / "ood.json").write_text(json.dumps(j) + "\n")
+        log(f"threshold {j['threshold']:.4f} keeps {(sv <= j['threshold']).mean():.4f} of {len(sv)} validation images")
+    if a.test_results:
+        from .ood_report import report
+        report(j, read_jsonl(Path(a.test_results)), {k: read_jsonl(Path(v)) for k, v in
+                                                      (s.split("=", 1) for s in a.ood_results or [])})
+
+
+def _painted_validation(a) -> np.ndarray:
+    """Validation-split images with the lesion painted out (the damage set's `painted`, made
+    with --split val), preprocessed like the daemon does."""
+    from .preprocess import preprocess_file
+    from .videos import write_damage
+    d = Path(a.out) if a.out else CACHE / "damage_val"
+    if not (d / "painted").is_dir():
+        log(f"painted-out validation images into {d}")
+        write_damage(d, data_root(a.data), n=400, seed=a.seed, photos=_photo_list(a), split="val", log=log)
+    files = sorted((d / "painted").glob("*.jpg"))
+    if not files:
+        raise SystemExit(f"no painted-out images in {d / 'painted'}")
+    return np.stack([preprocess_file(str(f)) for f in files])
 
 
 def cmd_all(a):
     steps = [cmd_setup, cmd_split, cmd_train, cmd_calibrate, cmd_export, cmd_check, cmd_evaluate, cmd_onnx_int8,
-             cmd_golden]
+             cmd_golden, cmd_ood]
     for st in steps:
         log(f"=== {st.__name__[4:]}")
         st(a)
@@ -341,7 +488,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m lesion_training")
     p.add_argument("cmd", choices=["setup", "split", "train", "calibrate", "export", "check", "evaluate",
                                    "golden", "placeholder", "onnx-int8", "all", "videos", "damage", "photos",
-                                   "operating-point"])
+                                   "operating-point", "ood", "ood-eval"])
     p.add_argument("--data", help="HAM10000 root (default $LESIOND_DATA or ../shared/data/ham10000)")
     p.add_argument("--preset", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--threads", type=int, default=2)
@@ -375,6 +522,10 @@ def main(argv=None):
                    help="the daemon whose `classify --json` gives the probabilities")
     o.add_argument("--val-results", help="saved `lesiond classify --json` lines of the val images (skips running it)")
     o.add_argument("--test-results", help="the same for the test images")
+    o.add_argument("--val-painted", help="ood-eval: validation images with the lesion painted out "
+                   "(default training/.cache/damage_val/painted, made by `ood`)")
+    o.add_argument("--ood-results", nargs="*", help="ood: NAME=FILE, `lesiond classify --json` lines of an "
+                   "out-of-distribution set (photos, painted, synthetic) for the model card")
     a = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     globals()[f"cmd_{a.cmd.replace('-', '_')}"](a)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .paths import CLASSES
+from .paths import CLASSES, REPO
 
 # (rule name, classes whose probabilities are summed, sensitivity to reach on validation lesions)
 RULES = [("melanoma", ("mel",), 0.95), ("bcc_akiec", ("bcc", "akiec"), 0.90)]
@@ -34,8 +34,9 @@ def classify(lesiond: str, images: list[Path], batch: int = 200) -> dict[str, di
     """image_id -> the daemon's JSON line for it."""
     out = {}
     for i in range(0, len(images), batch):
-        p = subprocess.run([lesiond, "classify", "--json", *map(str, images[i:i + batch])],
-                           capture_output=True, text=True, check=True)
+        # From the repository root: the daemon's embedded default config names models/ relative to it.
+        p = subprocess.run([lesiond, "classify", "--json", *(str(Path(f).resolve()) for f in images[i:i + batch])],
+                           capture_output=True, text=True, check=True, cwd=REPO)
         for line in p.stdout.splitlines():
             row = json.loads(line)
             out[Path(row["image"]).stem] = row
@@ -144,11 +145,17 @@ def build(val_rows, val_results, test_rows, test_results, model: dict) -> dict:
     img_fired = fires(img_p, thresholds)
     daemon_agrees = None
     referrals = [test_results[r["image_id"]].get("referral") for r in test_rows]
-    if all(isinstance(x, dict) for x in referrals):
+    abstained = np.array([test_results[r["image_id"]].get("abstain") is not None for r in test_rows])
+    flagged = np.array([isinstance(x, dict) for x in referrals])
+    if flagged.any() and (flagged | abstained).all():
         # The daemon's own flags are what is counted; the thresholds applied here must agree.
+        # An image the daemon abstains on carries no flag (no answer either way): counted by
+        # the thresholds, and the number of such images is reported next to the rates.
         ours = np.any(list(img_fired.values()), 0)
-        daemon_agrees = int((np.array([x["refer"] for x in referrals]) == ours).sum())
-        img_fired = {name: np.array([name in x["rules_fired"] for x in referrals]) for name, _, _ in RULES}
+        theirs = np.array([x["refer"] if isinstance(x, dict) else o for x, o in zip(referrals, ours)])
+        daemon_agrees = int((theirs[flagged] == ours[flagged]).sum())
+        img_fired = {name: np.array([name in x["rules_fired"] if isinstance(x, dict) else f
+                                     for x, f in zip(referrals, img_fired[name])]) for name, _, _ in RULES}
     version = f"{model['id']}@{model['sha256'][:12]}/refer-v1"
     return {
         "version": version,
@@ -161,6 +168,9 @@ def build(val_rows, val_results, test_rows, test_results, model: dict) -> dict:
         "test_by_lesion": with_intervals(tdx, fires(tp, thresholds)),
         "test_by_image": with_intervals(img_dx, img_fired),
         "test_by_image_daemon_flag_agrees": daemon_agrees,
+        "test_images_flagged_by_daemon": int(flagged.sum()),
+        "test_images_abstained": int(abstained.sum()),
+        "test_melanoma_images_abstained": int((abstained & (img_dx == "mel")).sum()),
         "test_images": len(test_rows),
     }
 
@@ -209,7 +219,10 @@ intervals in brackets ({BOOTSTRAP} resamples of lesions or images). Version `{op
 {chr(10).join(rows)}
 
 The per-image column counts the daemon's own `refer` flags (`lesiond classify --json`, the rules it
-says fired); they agree with the thresholds applied in Python on {op['test_by_image_daemon_flag_agrees']} of {op['test_images']} images.
+says fired); they agree with the thresholds applied in Python on {op['test_by_image_daemon_flag_agrees']} of the {op.get('test_images_flagged_by_daemon', op['test_images'])} images
+the daemon answered. It abstains on {op.get('test_images_abstained', 0)} of the {op['test_images']} test images ({op.get('test_melanoma_images_abstained', 0)} of them melanomas;
+"When the model abstains" above): those carry no flag and are counted here by the thresholds
+applied to their probabilities.
 
 Reproduce (from `training/`, after `cargo build --release`; numpy is all it needs, so the test
 videos' venv will do; about 15 minutes on 2 cores: `lesiond classify --json` on the 1490 validation and

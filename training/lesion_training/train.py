@@ -4,7 +4,9 @@ cpu: frozen MobileNetV2 features[:CUT] (BN eval) run ONCE (onnxruntime) over K a
      training image, cached in RAM as float16; features[CUT:] + classifier trained on the cache
      (AdamW, cosine, weight EMA, logit-adjusted loss + label smoothing).
 gpu: full fine-tune on CUDA (same augmentation on the fly, AdamW, cosine, EMA, logit-adjusted loss).
-Model selection (epochs, post-hoc prior adjustment) only on the validation split.
+Model selection only on the validation split: the cpu preset keeps the EMA weights of the epoch
+with the best validation balanced accuracy (not the last epoch's), then the post-hoc prior
+adjustment is chosen on validation too.
 """
 from __future__ import annotations
 
@@ -154,6 +156,7 @@ def train_cpu(x, y, s, cfg: dict, ckpt: Path, threads: int = 2) -> dict:
     ytr_t = torch.from_numpy(ytr)
     history = []
     step = 0
+    best = None  # (balanced accuracy, epoch, EMA tail weights) of the best epoch on validation
     for ep in range(cfg["epochs"]):
         t0 = time.time()
         perm = rng.permutation(n)
@@ -179,6 +182,10 @@ def train_cpu(x, y, s, cfg: dict, ckpt: Path, threads: int = 2) -> dict:
         history.append(rec)
         log(f"epoch {ep + 1}/{cfg['epochs']} loss {rec['train_loss']:.4f} | val(EMA) acc {rec['acc']:.4f} "
             f"bal {rec['bal']:.4f} nll {rec['nll']:.4f} | {rec['secs']:.0f}s")
+        if best is None or rec["bal"] > best[0]:
+            best = (rec["bal"], ep + 1, copy.deepcopy(ema.model.state_dict()))
+    ema.model.load_state_dict(best[2])
+    log(f"keeping epoch {best[1]}: best validation balanced accuracy {best[0]:.4f}")
     # assemble full network: frozen pretrained features[:cut] + EMA tail
     full = build_mobilenet_v2(pretrained=True, dropout=cfg["dropout"])
     t = ema.model.to(memory_format=torch.contiguous_format)
@@ -188,7 +195,7 @@ def train_cpu(x, y, s, cfg: dict, ckpt: Path, threads: int = 2) -> dict:
     full.eval()
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": full.state_dict(), "preset": "cpu", "cfg": cfg, "history": history,
-                "log_prior": log_prior.numpy().tolist()}, ckpt)
+                "best_epoch": best[1], "log_prior": log_prior.numpy().tolist()}, ckpt)
     log(f"saved {ckpt}")
     return {"history": history}
 

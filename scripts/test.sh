@@ -12,10 +12,11 @@ lesiond_deps
 
 data="${LESIOND_DATA:-../shared/data/ham10000}"
 # tests/<name>.rs that need the data set: they measure the model, or replay a video made from it.
-data_tests=(golden accuracy engines_agree ort_engine examination viewer)
+data_tests=(golden accuracy engines_agree ort_engine examination viewer abstain)
 
 if [ -f "$data/HAM10000_metadata.csv" ]; then
-  # tests/examination.rs replays a generated examination video: the generator (training/,
+  # tests/examination.rs replays a generated examination video, tests/abstain.rs classifies
+  # generated scenes (painted-out skin, everyday photos, synthetic): the generator (training/,
   # numpy + Pillow) runs in its own small venv; its everyday photos come from PyPI wheels.
   if [ ! -x target/videos-venv/bin/python ] || ! target/videos-venv/bin/python -c 'import numpy, PIL' 2>/dev/null; then
     python3 -m venv target/videos-venv

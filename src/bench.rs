@@ -86,6 +86,10 @@ pub struct BenchRow {
     /// rate, like the daemon's frames/s, so the two compare (1000 / p50 would ignore the slow
     /// invokes the daemon's figure includes: 5-10 % on this machine).
     pub bare_fps: f64,
+    /// The out-of-distribution score per frame (features -> score), `None` when the model has
+    /// none; and its median over the bare invoke's.
+    pub ood_score_ms: Option<Percentiles>,
+    pub ood_share_of_invoke: Option<f64>,
     /// The daemon, per stage (publish = spooled to PUBACK).
     pub stages_ms: StageLatencies,
     pub fps: f64,
@@ -134,6 +138,25 @@ fn frame_folder(images: &Path, n: usize) -> Result<PathBuf, BenchError> {
     Ok(dir)
 }
 
+/// The out-of-distribution score on its own (features + logits -> score), timed on the bare
+/// engine's last frame: what it adds to every classified frame. `None` without a score file or
+/// without a features output.
+fn ood_score_times(model: &ModelConfig, engine: &dyn engine::Engine, logits: &crate::engine::RawOutput, runs: usize) -> Option<Vec<f64>> {
+    let scorer = crate::ood::OodScorer::load(model.ood.as_ref()?).ok()?;
+    let features = engine.features()?;
+    let logits = crate::postprocess::dequantize(logits);
+    scorer.score(features, &logits)?;
+    Some(
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(scorer.score(std::hint::black_box(features), &logits));
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect(),
+    )
+}
+
 /// The bare engine: invoke alone, on one real preprocessed frame.
 fn bare_invoke(model: &ModelConfig, first_image: &Path, invokes: usize) -> Result<(Vec<f64>, f64, crate::engine::EngineRuntime), BenchError> {
     let mut engine = engine::open(model)?;
@@ -152,6 +175,16 @@ fn bare_invoke(model: &ModelConfig, first_image: &Path, invokes: usize) -> Resul
     }
     let cpu = (cputime::process() - cpu0).as_secs_f64() * 1e3 / invokes as f64;
     Ok((times, cpu, engine.runtime()))
+}
+
+/// The out-of-distribution score's time per frame, on one real frame's features.
+fn ood_cost(model: &ModelConfig, first_image: &Path) -> Result<Option<Percentiles>, BenchError> {
+    let mut engine = engine::open(model)?;
+    let bytes = std::fs::read(first_image).map_err(|e| BenchError::Setup(e.to_string()))?;
+    let image = decode::decode_image(&bytes).map_err(|e| BenchError::Setup(e.to_string()))?;
+    let input = Preprocessor::new(engine.input_spec(), false).run(&image);
+    let logits = engine.infer(&input)?;
+    Ok(ood_score_times(model, engine.as_ref(), &logits, 500).map(percentiles))
 }
 
 /// `fps` 0 is the lossless replay (as fast as the engine goes, nothing dropped); above 0 the
@@ -276,6 +309,7 @@ pub fn run(opts: &BenchOptions, runtime: &tokio::runtime::Runtime) -> Result<Vec
         let bare = percentiles(all_bare);
         let bare_cpu = (bare_cpu_before + bare_cpu_after) / 2.0;
         let bare_fps = 1e3 / bare_mean;
+        let ood_score_ms = ood_cost(&model, &first)?;
         let paced = if opts.paced_fps > 0.0 { Some(paced_run(opts, threads, &dir, runtime)?) } else { None };
         rows.push(BenchRow {
             threads,
@@ -285,6 +319,8 @@ pub fn run(opts: &BenchOptions, runtime: &tokio::runtime::Runtime) -> Result<Vec
             bare_p50_before_after_ms,
             bare_cpu_ms_per_invoke: bare_cpu,
             bare_fps,
+            ood_share_of_invoke: ood_score_ms.map(|o| o.p50 / bare.p50),
+            ood_score_ms,
             stages_ms: snapshot.latency_ms,
             fps,
             fps_over_bare: fps / bare_fps,
@@ -320,14 +356,18 @@ fn paced_run(opts: &BenchOptions, threads: u32, dir: &Path, runtime: &tokio::run
 pub fn table(rows: &[BenchRow]) -> String {
     let mut out = String::new();
     let p = |x: Percentiles| format!("{:.2}/{:.2}", x.p50, x.p95);
-    out.push_str("threads | bare invoke p50/p95 ms | decode | preprocess | queue | inference | postprocess | publish | e2e fps | bare fps | e2e/bare | CPU ms/frame | CPU ms/frame: invoke/capture/inference other/rest | non-invoke CPU (vs bare) | peak RSS MB | steady RSS MB | ready ms | paced: fps | paced: total | paced: publish | paced: dropped\n");
-    out.push_str("---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---\n");
+    out.push_str("threads | bare invoke p50/p95 ms | OOD score p50/p95 ms (of invoke) | decode | preprocess | queue | inference | postprocess | publish | e2e fps | bare fps | e2e/bare | CPU ms/frame | CPU ms/frame: invoke/capture/inference other/rest | non-invoke CPU (vs bare) | peak RSS MB | steady RSS MB | ready ms | paced: fps | paced: total | paced: publish | paced: dropped\n");
+    out.push_str("---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---\n");
     for r in rows {
         let s = &r.stages_ms;
         out.push_str(&format!(
-            "{} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.3} | {:.2} | {:.2}/{:.2}/{:.2}/{:.2} | {:.1}% ({:.1}%) | {:.1} | {:.1} | {:.0} | {}\n",
+            "{} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.3} | {:.2} | {:.2}/{:.2}/{:.2}/{:.2} | {:.1}% ({:.1}%) | {:.1} | {:.1} | {:.0} | {}\n",
             r.threads,
             p(r.bare_invoke_ms),
+            match (r.ood_score_ms, r.ood_share_of_invoke) {
+                (Some(o), Some(share)) => format!("{} ({:.2}%)", p(o), share * 100.0),
+                _ => "-".to_string(),
+            },
             p(s.decode),
             p(s.preprocess),
             p(s.queue),

@@ -8,8 +8,10 @@
 //! - the energy of the logits, `-logsumexp(logits)`, with a weight fitted on validation data
 //!   (it may be 0: see training/lesion_training/ood.py).
 //!
-//! Above the threshold (chosen on the validation split to keep 95 % of its images) the result
-//! abstains with `out_of_distribution`. The parameters belong to one model file (sha256 checked
+//! Above the threshold the result abstains with `out_of_distribution`. The threshold and the
+//! `atypical` cut-off (for a single image's scene checks, `abstain.rs`) are chosen together on
+//! the validation split through the daemon (`python -m lesion_training ood-eval`): at most 5 % of
+//! the validation images may abstain in all. The parameters belong to one model file (sha256 checked
 //! at load, like the refer operating point) and need its features output; a model without one
 //! still classifies, without this score, and `lesiond check` says so.
 //!

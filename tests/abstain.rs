@@ -13,7 +13,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 use serde_json::Value;
@@ -27,16 +26,7 @@ fn scenes() -> PathBuf {
     if ["photos", "painted", "synthetic"].iter().all(|s| dir.join(s).is_dir()) {
         return dir;
     }
-    let python = std::env::var_os("LESIOND_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join("target/videos-venv/bin/python"));
-    let status = Command::new(&python)
-        .current_dir(repo().join("training"))
-        .args(["-m", "lesion_training", "damage", "--split", "test", "--n", &LESIONS.to_string(), "--out"])
-        .arg(&dir)
-        .arg("--data")
-        .arg(data_dir())
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {} (scripts/test.sh makes it; or set LESIOND_PYTHON): {e}", python.display()));
-    assert!(status.success(), "the scene generator failed");
+    run_generator(&["damage", "--split", "test", "--n", &LESIONS.to_string()], &dir);
     dir
 }
 

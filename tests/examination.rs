@@ -10,48 +10,19 @@
 //! from the first held frame to the assessment's arrival (PUBACK) as p50/p95.
 //!
 //! The video is made by `python -m lesion_training videos` (numpy + Pillow;
-//! `training/requirements-videos.txt`) into `target/exam-video/seed-<n>` unless
+//! `training/requirements-videos.txt`; `common::exam_video`) into `target/exam-video/seed-1` unless
 //! `LESIOND_EXAM_VIDEO` names one; `scripts/test.sh` prepares the Python environment. Needs the
 //! data set (like golden.rs and accuracy.rs).
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use common::*;
 use serde_json::Value;
 
-const SEED: u32 = 1;
 const FPS: f64 = 15.0;
-
-/// The Python that runs the generator: `LESIOND_PYTHON`, else the venv `scripts/test.sh` makes.
-fn python() -> PathBuf {
-    std::env::var_os("LESIOND_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join("target/videos-venv/bin/python"))
-}
-
-/// The video folder (frames/ + manifest.json), generated once and reused.
-fn video() -> PathBuf {
-    if let Some(dir) = std::env::var_os("LESIOND_EXAM_VIDEO") {
-        return PathBuf::from(dir);
-    }
-    let dir = repo().join(format!("target/exam-video/seed-{SEED}"));
-    if dir.join("manifest.json").is_file() {
-        return dir;
-    }
-    let status = Command::new(python())
-        .current_dir(repo().join("training"))
-        .args(["-m", "lesion_training", "videos", "--visits", "24", "--seed", &SEED.to_string(), "--out"])
-        .arg(&dir)
-        .arg("--data")
-        .arg(data_dir())
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {} (scripts/test.sh makes it; or set LESIOND_PYTHON): {e}", python().display()));
-    assert!(status.success(), "the video generator failed");
-    dir
-}
 
 /// The frame number of a file name `f000123.jpg`.
 fn frame_number(name: &str) -> u64 {
@@ -88,7 +59,7 @@ fn classify(images: &[&str]) -> BTreeMap<String, String> {
 
 #[test]
 fn each_lesion_visit_gets_one_assessment_and_idle_scenes_none() {
-    let video = video();
+    let video = exam_video();
     let manifest: Value = serde_json::from_str(&std::fs::read_to_string(video.join("manifest.json")).expect("manifest")).expect("JSON");
     let segments = manifest["segments"].as_array().expect("segments").clone();
     let segment_of = |frame: u64| {

@@ -438,28 +438,35 @@ pub fn lesiond() -> Command {
     c
 }
 
+/// Runs the test-data generator, `python -m lesion_training <args> --out <dir> --data <data set>`
+/// (numpy + Pillow, `training/requirements-videos.txt`), with the venv `scripts/test.sh` prepares
+/// (`LESIOND_PYTHON` overrides it).
+pub fn run_generator(args: &[&str], dir: &Path) {
+    let python = std::env::var_os("LESIOND_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join("target/videos-venv/bin/python"));
+    let status = Command::new(&python)
+        .current_dir(repo().join("training"))
+        .args(["-m", "lesion_training"])
+        .args(args)
+        .arg("--out")
+        .arg(dir)
+        .arg("--data")
+        .arg(data_dir())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {} (scripts/test.sh makes it; or set LESIOND_PYTHON): {e}", python.display()));
+    assert!(status.success(), "python -m lesion_training {} failed", args.join(" "));
+}
+
 /// A generated examination video (frames/ + manifest.json): `LESIOND_EXAM_VIDEO`, else
-/// `target/exam-video/seed-1`, made once by `python -m lesion_training videos` with the venv
-/// `scripts/test.sh` prepares (`LESIOND_PYTHON` overrides it). The same video, made the same
-/// way, as tests/examination.rs's, so the two share it.
+/// `target/exam-video/seed-1` (24 visits of test-split lesions), made once and shared by
+/// tests/examination.rs and tests/viewer.rs.
 pub fn exam_video() -> PathBuf {
     if let Some(dir) = std::env::var_os("LESIOND_EXAM_VIDEO") {
         return PathBuf::from(dir);
     }
     let dir = repo().join("target/exam-video/seed-1");
-    if dir.join("manifest.json").is_file() {
-        return dir;
+    if !dir.join("manifest.json").is_file() {
+        run_generator(&["videos", "--visits", "24", "--seed", "1"], &dir);
     }
-    let python = std::env::var_os("LESIOND_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join("target/videos-venv/bin/python"));
-    let status = Command::new(&python)
-        .current_dir(repo().join("training"))
-        .args(["-m", "lesion_training", "videos", "--visits", "24", "--seed", "1", "--out"])
-        .arg(&dir)
-        .arg("--data")
-        .arg(data_dir())
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {} (scripts/test.sh makes it; or set LESIOND_PYTHON): {e}", python.display()));
-    assert!(status.success(), "the video generator failed");
     dir
 }
 

@@ -406,59 +406,40 @@ def cmd_ood_eval(a):
 def cmd_ood(a):
     """Out-of-distribution score: the features output added to the exports (if missing), the
     score fitted on training features and standardised on validation (models/ood.json), golden
-    cases for the Rust test. With --val-results (the daemon's `classify --json` on the validation
-    images): the threshold from the daemon's own scores. With --test-results and --ood-results:
-    the measurements in the model card."""
+    cases for the Rust test. The threshold written here is provisional (Python's scores);
+    `ood-eval` chooses the final one through the daemon."""
     from . import ood
-    from .paths import sha256_file
     model = MODELS / INT8_NAME
-    if not (a.val_results or a.test_results):
-        ood.add_features_outputs()
-        from .data import build_cache, read_split
-        build_cache(data_root(a.data), read_split())
-        rows, (x, y, s, ids) = _load()
-        tr, va = s == "train", s == "val"
-        log(f"int8 features of {tr.sum()} training and {va.sum()} validation images")
-        Ftr, _ = ood.int8_features(model, x[tr])
-        Fva, Lva = ood.int8_features(model, x[va])
-        p = ood.fit(Ftr, y[tr])
-        ood.standardise(p, Fva, Lva)
-        near = _painted_validation(a)
-        Fn, Ln = ood.int8_features(model, near)
-        p["energy_weight_choice"] = ood.choose_energy_weight(p, Fva, Lva, Fn, Ln)
-        log(f"energy weight {p['energy_weight']} (AUROC vs {len(near)} painted-out validation images: "
-            + ", ".join(f"w {r['energy_weight']}: {r['auroc']:.3f}" for r in p["energy_weight_choice"]) + ")")
-        sva = ood.score(p, Fva, Lva)
-        thr = ood.threshold_for(sva)
-        j = ood.to_json(p, model, thr, ood.KEEP, int(tr.sum()), int(va.sum()))
-        (MODELS / "ood.json").write_text(json.dumps(j) + "\n")
-        log(f"models/ood.json: threshold {thr:.4f} (python's val scores; set it from the daemon's with --val-results)")
-        rng = np.random.default_rng(SEED)
-        pick = rng.choice(np.where(va)[0], 6, replace=False)
-        noise = rng.integers(0, 256, (2,) + x.shape[1:], dtype=np.uint8)
-        Fn, Ln = ood.int8_features(model, noise)
-        F = np.concatenate([Fva[np.searchsorted(np.where(va)[0], pick)], Fn])
-        L = np.concatenate([Lva[np.searchsorted(np.where(va)[0], pick)], Ln])
-        names = [ids[i] for i in pick] + ["noise_0", "noise_1"]
-        GOLDEN.mkdir(parents=True, exist_ok=True)
-        (GOLDEN / "ood_golden.json").write_text(json.dumps(ood.golden(p, F, L, names)) + "\n")
-        log(f"golden: {names}")
-        return
-    from .operating_point import read_jsonl
-    j = json.loads((MODELS / "ood.json").read_text())
-    if j["model_sha256"] != sha256_file(model):
-        raise SystemExit("models/ood.json was fitted for another model file: run `ood` without results first")
-    scores = lambda res: np.array([r["ood"]["score"] for r in res.values() if r.get("ood")])
-    if a.val_results:
-        sv = scores(read_jsonl(Path(a.val_results)))
-        j["threshold"] = ood.threshold_for(sv)
-        j["threshold_from"] = f"lesiond classify --json on {len(sv)} validation images"
-        (MODELS / "ood.json").write_text(json.dumps(j) + "\n")
-        log(f"threshold {j['threshold']:.4f} keeps {(sv <= j['threshold']).mean():.4f} of {len(sv)} validation images")
-    if a.test_results:
-        from .ood_report import report
-        report(j, read_jsonl(Path(a.test_results)), {k: read_jsonl(Path(v)) for k, v in
-                                                      (s.split("=", 1) for s in a.ood_results or [])})
+    ood.add_features_outputs()
+    from .data import build_cache, read_split
+    build_cache(data_root(a.data), read_split())
+    rows, (x, y, s, ids) = _load()
+    tr, va = s == "train", s == "val"
+    log(f"int8 features of {tr.sum()} training and {va.sum()} validation images")
+    Ftr, _ = ood.int8_features(model, x[tr])
+    Fva, Lva = ood.int8_features(model, x[va])
+    p = ood.fit(Ftr, y[tr])
+    ood.standardise(p, Fva, Lva)
+    near = _painted_validation(a)
+    Fn, Ln = ood.int8_features(model, near)
+    p["energy_weight_choice"] = ood.choose_energy_weight(p, Fva, Lva, Fn, Ln)
+    log(f"energy weight {p['energy_weight']} (AUROC vs {len(near)} painted-out validation images: "
+        + ", ".join(f"w {r['energy_weight']}: {r['auroc']:.3f}" for r in p["energy_weight_choice"]) + ")")
+    sva = ood.score(p, Fva, Lva)
+    thr = ood.threshold_for(sva)
+    j = ood.to_json(p, model, thr, ood.KEEP, int(tr.sum()), int(va.sum()))
+    (MODELS / "ood.json").write_text(json.dumps(j) + "\n")
+    log(f"models/ood.json: threshold {thr:.4f} (python's val scores: ood-eval sets the daemon's)")
+    rng = np.random.default_rng(SEED)
+    pick = rng.choice(np.where(va)[0], 6, replace=False)
+    noise = rng.integers(0, 256, (2,) + x.shape[1:], dtype=np.uint8)
+    Fn, Ln = ood.int8_features(model, noise)
+    F = np.concatenate([Fva[np.searchsorted(np.where(va)[0], pick)], Fn])
+    L = np.concatenate([Lva[np.searchsorted(np.where(va)[0], pick)], Ln])
+    names = [ids[i] for i in pick] + ["noise_0", "noise_1"]
+    GOLDEN.mkdir(parents=True, exist_ok=True)
+    (GOLDEN / "ood_golden.json").write_text(json.dumps(ood.golden(p, F, L, names)) + "\n")
+    log(f"golden: {names}")
 
 
 def _painted_validation(a) -> np.ndarray:
@@ -524,8 +505,6 @@ def main(argv=None):
     o.add_argument("--test-results", help="the same for the test images")
     o.add_argument("--val-painted", help="ood-eval: validation images with the lesion painted out "
                    "(default training/.cache/damage_val/painted, made by `ood`)")
-    o.add_argument("--ood-results", nargs="*", help="ood: NAME=FILE, `lesiond classify --json` lines of an "
-                   "out-of-distribution set (photos, painted, synthetic) for the model card")
     a = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     globals()[f"cmd_{a.cmd.replace('-', '_')}"](a)

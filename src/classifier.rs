@@ -135,7 +135,7 @@ impl Classifier {
             None => (None, "no out-of-distribution score configured: results never abstain as out of distribution".to_string()),
             Some(path) => {
                 let scorer = OodScorer::load(path)?;
-                let features = engine.features().map(<[f32]>::len);
+                let features = scorer.input.pick(engine.features()).map(<[f32]>::len);
                 let note = if scorer.model_sha256 != sha256 {
                     Err(format!(
                         "{} was fitted for the model with sha256 {}, not this one: results never abstain as out of distribution (python -m lesion_training ood)",
@@ -144,10 +144,11 @@ impl Classifier {
                     ))
                 } else if features != Some(scorer.feature_dim()) {
                     Err(format!(
-                        "this model gives {} features, {} needs {}: results never abstain as out of distribution (an export without the features output?)",
-                        features.unwrap_or(0),
+                        "{} needs {} values from {}, this model gives {}: results never abstain as out of distribution (an export without that output?)",
                         path.display(),
-                        scorer.feature_dim()
+                        scorer.feature_dim(),
+                        scorer.input.describe(),
+                        features.unwrap_or(0)
                     ))
                 } else {
                     Ok(format!("abstain when the out-of-distribution score > {:.4} ({})", scorer.threshold, scorer.version))
@@ -197,7 +198,7 @@ impl Classifier {
     /// `None` when no score applies to this model.
     pub fn out_of_distribution(&self, raw: &RawOutput) -> Option<OodScore> {
         let scorer = self.ood.as_ref()?;
-        scorer.score(self.engine.features()?, &postprocess::dequantize(raw))
+        scorer.score(self.engine.features(), &postprocess::dequantize(raw))
     }
 
     pub fn operating_point(&self) -> Option<&OperatingPoint> {

@@ -2,9 +2,12 @@
 //!
 //! The score (fitted by `python -m lesion_training ood`, shipped in `models/ood.json`) adds two
 //! standardised parts, each higher the stranger the image:
-//! - the Mahalanobis distance of the network's pooled features (its second output), L2-normalised,
-//!   to the nearest class mean, with one shared covariance, in a 256-dimensional PCA: projection
-//!   and whitening are one matrix `M`, so `y = M f/|f| - b` and `d = min_k |y - nu_k|^2`;
+//! - the Mahalanobis distance of a feature vector `f`, L2-normalised, to the nearest class mean,
+//!   with one shared covariance, in a 256-dimensional PCA: projection and whitening are one
+//!   matrix `M`, so `y = M f/|f| - b` and `d = min_k |y - nu_k|^2`. The file names which vector
+//!   (`input`): the pooled features (the model's second output) or the per-channel means and
+//!   standard deviations of the last block's map (its third output), whichever told painted-out
+//!   validation images from real ones better when it was fitted;
 //! - the energy of the logits, `-logsumexp(logits)`, with a weight fitted on validation data
 //!   (it may be 0: see training/lesion_training/ood.py).
 //!
@@ -12,7 +15,7 @@
 //! `atypical` cut-off (for a single image's scene checks, `abstain.rs`) are chosen together on
 //! the validation split through the daemon (`python -m lesion_training ood-eval`): at most 5 % of
 //! the validation images may abstain in all. The parameters belong to one model file (sha256 checked
-//! at load, like the refer operating point) and need its features output; a model without one
+//! at load, like the refer operating point) and need the output they read; a model without it
 //! still classifies, without this score, and `lesiond check` says so.
 //!
 //! Computed in float64 from the float32 matrix, as the Python reference does, so both agree to
@@ -22,6 +25,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+
+use crate::engine::Features;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OodError {
@@ -36,6 +41,9 @@ pub enum OodError {
 struct OodFile {
     version: String,
     model_sha256: String,
+    /// Absent in files written before the map statistics existed: the pooled features.
+    #[serde(default)]
+    input: OodInput,
     feature_dim: usize,
     dims: usize,
     projection_f32_le_base64: String,
@@ -51,6 +59,34 @@ struct OodFile {
     scene_check_min_score: f64,
 }
 
+/// The feature vector the score reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OodInput {
+    /// The pooled penultimate features (second output).
+    #[default]
+    Features,
+    /// The last block's map, per-channel means then standard deviations (third output).
+    FeatureMapStats,
+}
+
+impl OodInput {
+    pub fn pick(self, features: Features<'_>) -> Option<&[f32]> {
+        match self {
+            OodInput::Features => features.pooled,
+            OodInput::FeatureMapStats => features.map_stats,
+        }
+    }
+
+    /// What the model must give, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            OodInput::Features => "the pooled features (second output)",
+            OodInput::FeatureMapStats => "the last block's feature map (third output)",
+        }
+    }
+}
+
 /// The fitted score, ready to apply to one image's features and logits.
 #[derive(Debug, Clone)]
 pub struct OodScorer {
@@ -58,6 +94,7 @@ pub struct OodScorer {
     pub model_sha256: String,
     pub threshold: f64,
     pub scene_check_min_score: f64,
+    pub input: OodInput,
     feature_dim: usize,
     /// `dims` rows of `feature_dim`, row-major, widened to f64 once at load.
     projection: Vec<f64>,
@@ -114,6 +151,7 @@ impl OodScorer {
             model_sha256: f.model_sha256,
             threshold: f.threshold,
             scene_check_min_score: f.scene_check_min_score,
+            input: f.input,
             feature_dim: f.feature_dim,
             projection,
             offset: f.offset,
@@ -124,13 +162,19 @@ impl OodScorer {
         })
     }
 
-    /// How many features the score expects (the model's second output).
+    /// How many values the score expects in its input vector.
     pub fn feature_dim(&self) -> usize {
         self.feature_dim
     }
 
-    /// The score of one image; `None` when the features do not have the expected length.
-    pub fn score(&self, features: &[f32], logits: &[f32]) -> Option<OodScore> {
+    /// The score of one image from what the engine gave; `None` when the model lacks the input
+    /// this score reads, or it does not have the expected length.
+    pub fn score(&self, features: Features<'_>, logits: &[f32]) -> Option<OodScore> {
+        self.score_vector(self.input.pick(features)?, logits)
+    }
+
+    /// The score of one image's input vector (see [`OodScorer::input`]) and logits.
+    pub fn score_vector(&self, features: &[f32], logits: &[f32]) -> Option<OodScore> {
         if features.len() != self.feature_dim || logits.is_empty() {
             return None;
         }
@@ -184,16 +228,25 @@ mod tests {
     fn nearest_class_mean_and_energy() {
         let s = OodScorer::parse(&tiny(0.5)).expect("parses");
         // Normalised first: (6, 8) is (0.6, 0.8), the first mean.
-        let r = s.score(&[6.0, 8.0], &[0.0, 0.0]).expect("scores");
+        let r = s.score_vector(&[6.0, 8.0], &[0.0, 0.0]).expect("scores");
         assert!(r.mahalanobis.abs() < 1e-12, "{r:?}");
         assert!((r.energy + std::f64::consts::LN_2).abs() < 1e-12, "{r:?}");
         assert!((r.score - r.energy).abs() < 1e-12 && !r.out_of_distribution, "{r:?}");
-        let near = s.score(&[-3.0, 5.0], &[0.0, 0.0]).expect("scores");
+        let near = s.score_vector(&[-3.0, 5.0], &[0.0, 0.0]).expect("scores");
         assert!(near.mahalanobis < 0.02, "nearest of the two means: {near:?}");
-        let far = s.score(&[0.0, -1.0], &[0.0, 0.0]).expect("scores");
+        let far = s.score_vector(&[0.0, -1.0], &[0.0, 0.0]).expect("scores");
         assert!((far.mahalanobis - 3.6).abs() < 1e-9, "{far:?}");
         assert!(far.out_of_distribution, "{far:?}");
-        assert!(s.score(&[1.0], &[0.0]).is_none(), "wrong feature length");
+        assert!(s.score_vector(&[1.0], &[0.0]).is_none(), "wrong feature length");
+        // The file names the pooled features (the default); an engine without them gives no score.
+        assert_eq!(s.input, OodInput::Features);
+        let map_only = Features { pooled: None, map_stats: Some(&[6.0, 8.0]) };
+        assert!(s.score(map_only, &[0.0, 0.0]).is_none());
+        let both = Features { pooled: Some(&[6.0, 8.0]), map_stats: Some(&[0.0, -1.0]) };
+        assert_eq!(s.score(both, &[0.0, 0.0]), Some(r));
+        let on_map = OodScorer::parse(&tiny(0.5).replace("\"feature_dim\"", "\"input\":\"feature_map_stats\",\"feature_dim\""))
+            .expect("parses");
+        assert_eq!(on_map.score(both, &[0.0, 0.0]), Some(far));
     }
 
     fn repo(path: &str) -> PathBuf {
@@ -212,8 +265,11 @@ mod tests {
         let floats = |v: &serde_json::Value| -> Vec<f32> {
             v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number") as f32).collect()
         };
+        assert_eq!(golden["input"].as_str(), Some("feature_map_stats"), "the shipped score reads the map statistics");
         for case in cases {
-            let got = scorer.score(&floats(&case["features"]), &floats(&case["logits"])).expect("scores");
+            let (pooled, map_stats) = (floats(&case["features"]), floats(&case["feature_map_stats"]));
+            let features = Features { pooled: Some(&pooled), map_stats: Some(&map_stats) };
+            let got = scorer.score(features, &floats(&case["logits"])).expect("scores");
             for (name, value) in [("score", got.score), ("mahalanobis", got.mahalanobis), ("energy", got.energy)] {
                 let want = case[name].as_f64().expect("reference");
                 assert!((value - want).abs() <= 1e-4, "{}: {name} {value} vs python {want}", case["name"]);
@@ -231,7 +287,7 @@ mod tests {
         let scorer = OodScorer::load(&repo("models/ood.json")).expect("models/ood.json");
         let model = std::fs::read(repo("models/lesion_mnv2_int8.tflite")).expect("model");
         assert_eq!(scorer.model_sha256, hex::encode(Sha256::digest(&model)));
-        assert_eq!(scorer.feature_dim(), 1280);
+        assert_eq!((scorer.input, scorer.feature_dim()), (OodInput::FeatureMapStats, 640));
     }
 
     #[test]

@@ -82,7 +82,7 @@ fn a_broken_out_of_distribution_file_fails_at_start() {
 #[test]
 fn a_model_without_the_features_output_still_classifies_and_says_it_cannot_abstain() {
     // Like the exports before the score: logits only. The score file is made for this file
-    // (its sha256), so what is missing is the features output itself.
+    // (its sha256), so what is missing is the output the score reads (the feature map).
     use sha2::Digest;
     let work = tempfile::tempdir().expect("tempdir");
     let model = repo().join("tests/fixtures/logits_only.tflite");
@@ -98,7 +98,7 @@ fn a_model_without_the_features_output_still_classifies_and_says_it_cannot_absta
     let out = lesiond().args(["check", "--config"]).arg(&path).output().expect("check");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ok   model:"), "{text}");
-    assert!(text.contains("abstain: this model gives 0 features"), "{text}");
+    assert!(text.contains("needs 640 values from the last block's feature map (third output), this model gives 0"), "{text}");
     let image = generated_images(work.path(), 7, 1, 320, 240).into_iter().next().expect("an image");
     let out = lesiond()
         .args(["classify", "--json", "--model", "tests/fixtures/logits_only.tflite"])

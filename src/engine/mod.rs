@@ -85,11 +85,11 @@ pub trait Engine: Send {
     /// Length of the output vector: the number of classes.
     fn num_classes(&self) -> usize;
     fn infer(&mut self, input: &InputTensor) -> Result<RawOutput, EngineError>;
-    /// The pooled penultimate features of the last [`Engine::infer`], dequantized, when the
-    /// model exports them as its second output (`[1, F]`, after the logits); `None` for a model
-    /// with the logits only. The out-of-distribution score (`ood.rs`) reads them.
-    fn features(&self) -> Option<&[f32]> {
-        None
+    /// What the network said about the last [`Engine::infer`]'s image besides the logits,
+    /// dequantized, for the out-of-distribution score (`ood.rs`): empty for a model with the
+    /// logits only.
+    fn features(&self) -> Features<'_> {
+        Features::default()
     }
     /// A short description for logs and `lesiond check`.
     fn describe(&self) -> String;
@@ -115,6 +115,65 @@ pub fn open(config: &ModelConfig) -> Result<Box<dyn Engine>, EngineError> {
         EngineKind::Ort => Ok(Box::new(ort::OrtEngine::load(&config.path, config.threads, config.onnxruntime_library.as_deref())?)),
         #[cfg(not(feature = "ort"))]
         kind @ EngineKind::Ort => Err(EngineError::NotBuilt(kind)),
+    }
+}
+
+/// The outputs after the logits, as the out-of-distribution score reads them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Features<'a> {
+    /// The pooled penultimate features: the second output, `[1, F]`.
+    pub pooled: Option<&'a [f32]>,
+    /// The per-channel means, then the per-channel standard deviations, of the last block's map:
+    /// the third output, `[1, H, W, C]` (NHWC; an ONNX export transposes it so in its graph).
+    pub map_stats: Option<&'a [f32]>,
+}
+
+/// Per-channel mean and standard deviation of an NHWC map, recomputed frame after frame in one
+/// reused buffer. In float64, as the Python reference (`ood.map_stats`), from the dequantized
+/// float32 values.
+#[derive(Debug, Clone)]
+pub(crate) struct MapStats {
+    channels: usize,
+    len: usize,
+    sums: Vec<(f64, f64)>,
+    /// `channels` means, then `channels` standard deviations (population).
+    pub values: Vec<f32>,
+}
+
+impl MapStats {
+    /// For a third output of shape `[1, H, W, C]`, or why it does not fit.
+    pub fn for_shape(path: &Path, shape: &[usize]) -> Result<Self, EngineError> {
+        match shape {
+            [1, h, w, c] if h * w > 0 && *c > 0 => {
+                Ok(Self { channels: *c, len: h * w * c, sums: vec![(0.0, 0.0); *c], values: vec![0.0; 2 * c] })
+            }
+            other => Err(EngineError::Shape {
+                path: path.to_path_buf(),
+                reason: format!("third output shape is {other:?}; expected [1, height, width, channels] (a feature map)"),
+            }),
+        }
+    }
+
+    /// Reads one frame's map, channels last.
+    pub fn update(&mut self, values: impl ExactSizeIterator<Item = f32>) -> Result<(), EngineError> {
+        if values.len() != self.len {
+            return Err(EngineError::Invoke(format!("feature map of {} values; expected {}", values.len(), self.len)));
+        }
+        self.sums.iter_mut().for_each(|s| *s = (0.0, 0.0));
+        for (i, v) in values.enumerate() {
+            let v = f64::from(v);
+            let s = &mut self.sums[i % self.channels];
+            s.0 += v;
+            s.1 += v * v;
+        }
+        let n = (self.len / self.channels) as f64;
+        let (means, stds) = self.values.split_at_mut(self.channels);
+        for ((&(sum, sq), mean), std) in self.sums.iter().zip(means).zip(stds) {
+            let m = sum / n;
+            *mean = m as f32;
+            *std = (sq / n - m * m).max(0.0).sqrt() as f32;
+        }
+        Ok(())
     }
 }
 
@@ -159,5 +218,22 @@ mod tests {
         assert!(e.contains("NHWC"), "{e}");
         let e = check_shapes(p, &[1, 192, 256, 3], &[1, 7, 1]).unwrap_err().to_string();
         assert!(e.contains("output shape"), "{e}");
+    }
+
+    #[test]
+    fn map_statistics_are_per_channel_means_then_standard_deviations() {
+        let p = Path::new("m.tflite");
+        // [1, 1, 3, 2]: channel 0 is 1, 3, 5; channel 1 is 10, 20, 30 (channels last).
+        let mut stats = MapStats::for_shape(p, &[1, 1, 3, 2]).expect("a map");
+        stats.update([1.0f32, 10.0, 3.0, 20.0, 5.0, 30.0].into_iter()).expect("6 values");
+        let want = [3.0, 20.0, (8.0f32 / 3.0).sqrt(), (200.0f32 / 3.0).sqrt()];
+        for (got, want) in stats.values.iter().zip(want) {
+            assert!((got - want).abs() < 1e-5, "{:?}", stats.values);
+        }
+        // The next frame replaces the last one's figures.
+        stats.update([2.0f32; 6].into_iter()).expect("6 values");
+        assert_eq!(stats.values, vec![2.0, 2.0, 0.0, 0.0]);
+        assert!(stats.update([0.0f32; 4].into_iter()).is_err(), "wrong length");
+        assert!(MapStats::for_shape(p, &[1, 640]).unwrap_err().to_string().contains("third output"));
     }
 }

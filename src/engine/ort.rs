@@ -15,7 +15,7 @@ use ort::environment::Environment;
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef};
 
-use super::{check_shapes, Engine, EngineError, RawOutput};
+use super::{check_shapes, Engine, EngineError, Features, MapStats, RawOutput};
 use crate::preprocess::{InputSpec, InputTensor, InputType};
 
 /// The file looked for next to the executable when neither the config nor the environment names one.
@@ -28,6 +28,8 @@ pub struct OrtEngine {
     classes: usize,
     /// The last frame's pooled features, when the model has them as its second output.
     features: Option<Vec<f32>>,
+    /// The statistics of the last block's map, when the model has it as its third output.
+    feature_map: Option<MapStats>,
     threads: u32,
     path: PathBuf,
     library: PathBuf,
@@ -116,6 +118,16 @@ impl OrtEngine {
             }
             None => None,
         };
+        let feature_map = match session.outputs().get(2) {
+            Some(outlet) => {
+                let (_, shape, ty) = tensor("third output", Some(outlet))?;
+                if ty != TensorElementType::Float32 {
+                    return Err(load_err(format!("feature map output {ty:?}; expected float32")));
+                }
+                Some(MapStats::for_shape(path, &shape)?)
+            }
+            None => None,
+        };
         if input_type != TensorElementType::Float32 || output_type != TensorElementType::Float32 {
             return Err(load_err(format!(
                 "input {input_type:?} and output {output_type:?}; the ort engine takes float32 in and out \
@@ -128,6 +140,7 @@ impl OrtEngine {
             spec: InputSpec { width, height, dtype: InputType::F32 },
             classes,
             features,
+            feature_map,
             threads,
             path: path.to_path_buf(),
             library: library.clone(),
@@ -163,11 +176,15 @@ impl Engine for OrtEngine {
             }
             features.copy_from_slice(values);
         }
+        if let Some(stats) = &mut self.feature_map {
+            let (_, values) = outputs[2].try_extract_tensor::<f32>().map_err(err)?;
+            stats.update(values.iter().copied())?;
+        }
         Ok(RawOutput::F32(logits))
     }
 
-    fn features(&self) -> Option<&[f32]> {
-        self.features.as_deref()
+    fn features(&self) -> Features<'_> {
+        Features { pooled: self.features.as_deref(), map_stats: self.feature_map.as_ref().map(|s| s.values.as_slice()) }
     }
 
     fn describe(&self) -> String {

@@ -8,7 +8,7 @@ use tflitec::interpreter::{Interpreter, Options};
 use tflitec::model::Model;
 use tflitec::tensor::DataType;
 
-use super::{check_shapes, Engine, EngineError, EngineRuntime, RawOutput, XnnpackStatus};
+use super::{check_shapes, Engine, EngineError, EngineRuntime, Features, MapStats, RawOutput, XnnpackStatus};
 use crate::preprocess::{InputSpec, InputTensor, InputType};
 
 pub struct TfliteEngine {
@@ -21,6 +21,8 @@ pub struct TfliteEngine {
     /// The second output (pooled features) when the model has one: how to read it, and the
     /// last frame's values.
     features: Option<FeaturesOutput>,
+    /// The third output (the last block's map) when the model has one, and its statistics.
+    feature_map: Option<(FeaturesOutput, MapStats)>,
     threads: u32,
     xnnpack: XnnpackStatus,
     path: PathBuf,
@@ -54,7 +56,8 @@ impl Drop for OwnedModel {
     }
 }
 
-/// A features output: its element type and quantization, and a buffer reused frame after frame.
+/// A features (or feature map) output: its element type and quantization, and a buffer reused
+/// frame after frame.
 struct FeaturesOutput {
     dtype: DataType,
     quant: (f32, i32),
@@ -62,6 +65,15 @@ struct FeaturesOutput {
 }
 
 impl FeaturesOutput {
+    fn new(tensor: &tflitec::tensor::Tensor, len: usize) -> Result<Self, String> {
+        let quant = tensor.quantization_parameters().map(|q| (q.scale, q.zero_point)).unwrap_or((1.0, 0));
+        let dtype = tensor.data_type();
+        if !matches!(dtype, DataType::UInt8 | DataType::Int8 | DataType::Float32) {
+            return Err(format!("features output type {dtype:?}; expected int8, uint8 or float32"));
+        }
+        Ok(FeaturesOutput { dtype, quant, values: vec![0.0; len] })
+    }
+
     fn read(&mut self, tensor: &tflitec::tensor::Tensor) {
         let (scale, zero_point) = self.quant;
         let deq = |q: i32| (q - zero_point) as f32 * scale;
@@ -114,12 +126,15 @@ impl TfliteEngine {
             let features = if interpreter.output_tensor_count() >= 2 {
                 let t = interpreter.output(1).map_err(|e| unsupported("second output", e))?;
                 let len = super::check_features_shape(path, t.shape().dimensions())?;
-                let quant = t.quantization_parameters().map(|q| (q.scale, q.zero_point)).unwrap_or((1.0, 0));
-                let dtype = t.data_type();
-                if !matches!(dtype, DataType::UInt8 | DataType::Int8 | DataType::Float32) {
-                    return Err(load_err(format!("features output type {dtype:?}; expected int8, uint8 or float32")));
-                }
-                Some(FeaturesOutput { dtype, quant, values: vec![0.0; len] })
+                Some(FeaturesOutput::new(&t, len).map_err(load_err)?)
+            } else {
+                None
+            };
+            let feature_map = if interpreter.output_tensor_count() >= 3 {
+                let t = interpreter.output(2).map_err(|e| unsupported("third output", e))?;
+                let stats = MapStats::for_shape(path, t.shape().dimensions())?;
+                let len = t.shape().dimensions().iter().product();
+                Some((FeaturesOutput::new(&t, len).map_err(load_err)?, stats))
             } else {
                 None
             };
@@ -130,6 +145,7 @@ impl TfliteEngine {
                 classes,
                 output_quant,
                 features,
+                feature_map,
                 threads,
                 xnnpack,
                 path: path.to_path_buf(),
@@ -207,6 +223,10 @@ impl Engine for TfliteEngine {
         if let Some(features) = &mut self.features {
             features.read(&self.interpreter.output(1).map_err(err)?);
         }
+        if let Some((map, stats)) = &mut self.feature_map {
+            map.read(&self.interpreter.output(2).map_err(err)?);
+            stats.update(map.values.iter().copied())?;
+        }
         let output = self.interpreter.output(0).map_err(err)?;
         Ok(match self.output_quant {
             Some((scale, zero_point)) => {
@@ -216,8 +236,11 @@ impl Engine for TfliteEngine {
         })
     }
 
-    fn features(&self) -> Option<&[f32]> {
-        self.features.as_ref().map(|f| f.values.as_slice())
+    fn features(&self) -> Features<'_> {
+        Features {
+            pooled: self.features.as_ref().map(|f| f.values.as_slice()),
+            map_stats: self.feature_map.as_ref().map(|(_, stats)| stats.values.as_slice()),
+        }
     }
 
     fn describe(&self) -> String {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 
-use super::{check_shapes, Engine, EngineError, RawOutput};
+use super::{check_shapes, Engine, EngineError, Features, MapStats, RawOutput};
 use crate::preprocess::{InputSpec, InputTensor, InputType};
 
 pub struct TractEngine {
@@ -18,6 +18,8 @@ pub struct TractEngine {
     classes: usize,
     /// The last frame's pooled features, when the model has them as its second output.
     features: Option<Vec<f32>>,
+    /// The statistics of the last block's map, when the model has it as its third output.
+    feature_map: Option<MapStats>,
     path: PathBuf,
 }
 
@@ -44,6 +46,10 @@ impl TractEngine {
             let (input, input_type) = fact_shape("input", model.input_fact(0))?;
             let (output, output_type) = fact_shape("output", model.output_fact(0))?;
             let (width, height, classes) = check_shapes(path, &input, &output)?;
+            let feature_map = match model.output_outlets().map(|o| o.len()).unwrap_or(0) {
+                n if n >= 3 => Some(MapStats::for_shape(path, &fact_shape("third output", model.output_fact(2))?.0)?),
+                _ => None,
+            };
             if input_type != f32::datum_type() || output_type != f32::datum_type() {
                 return Err(load_err(format!(
                     "input {input_type:?} and output {output_type:?}; the tract engine takes a float32 model"
@@ -56,6 +62,7 @@ impl TractEngine {
                 spec: InputSpec { width, height, dtype: InputType::F32 },
                 classes,
                 features: None,
+                feature_map,
                 path: path.to_path_buf(),
             })
         });
@@ -93,11 +100,14 @@ impl Engine for TractEngine {
             let values = features.to_plain_array_view::<f32>().map_err(err)?;
             self.features = Some(values.iter().copied().collect());
         }
+        if let (Some(stats), Some(map)) = (&mut self.feature_map, outputs.get(2)) {
+            stats.update(map.to_plain_array_view::<f32>().map_err(err)?.iter().copied())?;
+        }
         Ok(logits)
     }
 
-    fn features(&self) -> Option<&[f32]> {
-        self.features.as_deref()
+    fn features(&self) -> Features<'_> {
+        Features { pooled: self.features.as_deref(), map_stats: self.feature_map.as_ref().map(|s| s.values.as_slice()) }
     }
 
     fn describe(&self) -> String {

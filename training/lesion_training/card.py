@@ -71,8 +71,10 @@ All of them are produced by `training/` (see `docs/training.md`).
   scale / zero point, divide by `temperature` from `calibration.json` (T = {cal['temperature']:.4f}),
   softmax.
 - Second output: `features`, the pooled penultimate activations `[1,1280]` (int8 model: int8, dequantize
-  with its scale / zero point; float models: float32), read by the out-of-distribution score
-  (`ood.json`, "When the model abstains"). Readers of output 0 see the logits as before.
+  with its scale / zero point; float models: float32). Third output: `feature_map`, the last
+  bottleneck block's map `[1,6,8,320]` (NHWC in every export; the final 1x1 convolution's input), whose
+  per-channel mean and standard deviation the out-of-distribution score reads (`ood.json`, "When the
+  model abstains"). Readers of output 0 see the logits as before.
 - Classes (index order): {", ".join(f"{i} {c}" for i, c in enumerate(CLASSES))} (`labels.json`).
 - Verified in the TF Lite **2.6** C runtime (the daemon's, via tflitec 0.5.2) and in ai-edge-litert 2.3.0
   (BUILTIN_WITHOUT_DEFAULT_DELEGATES): outputs agree to ≤ 1 quantization step.

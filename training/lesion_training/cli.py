@@ -400,12 +400,13 @@ def cmd_ood_eval(a):
     _write_operating_point(rows, val, test)
     sets = {s: run(s, sorted((damage / s).glob("*.jpg"))) for s in ("photos", "painted", "synthetic")}
     report(j, test, sets, "python -m lesion_training ood-eval   # from training/, after cargo build --release; "
-                          "about 25 minutes on 2 cores")
+                          "about 10 minutes on 2 cores")
 
 
 def cmd_ood(a):
-    """Out-of-distribution score: the features output added to the exports (if missing), the
-    score fitted on training features and standardised on validation (models/ood.json), golden
+    """Out-of-distribution score: the features and feature map outputs added to the exports (if
+    missing), the score's input chosen and fitted on training images, standardised on validation
+    (models/ood.json), golden
     cases for the Rust test. The threshold written here is provisional (Python's scores);
     `ood-eval` chooses the final one through the daemon."""
     from . import ood
@@ -416,16 +417,20 @@ def cmd_ood(a):
     rows, (x, y, s, ids) = _load()
     tr, va = s == "train", s == "val"
     log(f"int8 features of {tr.sum()} training and {va.sum()} validation images")
-    Ftr, _ = ood.int8_features(model, x[tr])
-    Fva, Lva = ood.int8_features(model, x[va])
-    p = ood.fit(Ftr, y[tr])
-    ood.standardise(p, Fva, Lva)
+    Xtr = ood.int8_features(model, x[tr])
+    Xva = ood.int8_features(model, x[va])
     near = _painted_validation(a)
-    Fn, Ln = ood.int8_features(model, near)
-    p["energy_weight_choice"] = ood.choose_energy_weight(p, Fva, Lva, Fn, Ln)
+    Xn = ood.int8_features(model, near)
+    src, choice = ood.choose_source(Xtr, y[tr], Xva, Xn)
+    log(f"input {src} (Mahalanobis AUROC vs {len(near)} painted-out validation images: "
+        + ", ".join(f"{r['input']}: {r['auroc']:.3f}" for r in choice) + ")")
+    p = ood.fit(Xtr[src], y[tr])
+    p["input"], p["input_choice"] = src, choice
+    ood.standardise(p, Xva[src], Xva["logits"])
+    p["energy_weight_choice"] = ood.choose_energy_weight(p, Xva[src], Xva["logits"], Xn[src], Xn["logits"])
     log(f"energy weight {p['energy_weight']} (AUROC vs {len(near)} painted-out validation images: "
         + ", ".join(f"w {r['energy_weight']}: {r['auroc']:.3f}" for r in p["energy_weight_choice"]) + ")")
-    sva = ood.score(p, Fva, Lva)
+    sva = ood.score(p, Xva[src], Xva["logits"])
     thr = ood.threshold_for(sva)
     j = ood.to_json(p, model, thr, ood.KEEP, int(tr.sum()), int(va.sum()))
     (MODELS / "ood.json").write_text(json.dumps(j) + "\n")
@@ -433,12 +438,12 @@ def cmd_ood(a):
     rng = np.random.default_rng(SEED)
     pick = rng.choice(np.where(va)[0], 6, replace=False)
     noise = rng.integers(0, 256, (2,) + x.shape[1:], dtype=np.uint8)
-    Fn, Ln = ood.int8_features(model, noise)
-    F = np.concatenate([Fva[np.searchsorted(np.where(va)[0], pick)], Fn])
-    L = np.concatenate([Lva[np.searchsorted(np.where(va)[0], pick)], Ln])
+    Xnoise = ood.int8_features(model, noise)
+    at = np.searchsorted(np.where(va)[0], pick)
+    X = {k: np.concatenate([Xva[k][at], Xnoise[k]]) for k in Xva}
     names = [ids[i] for i in pick] + ["noise_0", "noise_1"]
     GOLDEN.mkdir(parents=True, exist_ok=True)
-    (GOLDEN / "ood_golden.json").write_text(json.dumps(ood.golden(p, F, L, names)) + "\n")
+    (GOLDEN / "ood_golden.json").write_text(json.dumps(ood.golden(p, X, names)) + "\n")
     log(f"golden: {names}")
 
 

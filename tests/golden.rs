@@ -70,6 +70,12 @@ fn classify_gives_the_reference_input_bytes_outputs_and_top_class() {
         );
         assert!(close, "{id}: {} vs {}", got["raw_output"], want["output_uint8"]);
         assert_eq!(got["top"][0]["code"], want["top_class"], "{id}: top class");
+        // The out-of-distribution score from the same runtime's outputs (features, the last
+        // block's map statistics, logits), computed in Python: the engine's statistics and
+        // `ood.rs` end to end.
+        let score = got["ood"]["score"].as_f64().expect("an out-of-distribution score");
+        let reference = want["tflite26_ood_score"].as_f64().expect("reference score");
+        assert!((score - reference).abs() <= 1e-4, "{id}: out-of-distribution score {score} vs Python {reference}");
     }
 }
 

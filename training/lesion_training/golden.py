@@ -77,6 +77,14 @@ def make_golden(a) -> None:
     (GOLDEN / "inputs").mkdir(exist_ok=True)
     for old in (GOLDEN / "inputs").glob("*.rgb"):
         old.unlink()
+    # The out-of-distribution score from TF Lite 2.6's outputs (the daemon's runtime on x86_64):
+    # the daemon must give it to 1e-4, which checks its feature-map statistics end to end.
+    from . import ood
+    scorer = ood.from_json(json.loads((MODELS / "ood.json").read_text()))
+
+    def deq(v, q):
+        return (v.astype(np.float32) - np.float32(q[1])) * np.float32(q[0]) if q[0] else v.astype(np.float32)
+
     images = []
     worst = 0
     for k, r in enumerate(pick_images(read_split())):
@@ -86,10 +94,13 @@ def make_golden(a) -> None:
         ol = litert_run(lit, x[None])[0]
         o26 = t26.run(x[None])[0]
         worst = max(worst, int(np.abs(ol.astype(int) - o26.astype(int)).max()))
+        outs = {"logits": deq(*t26.output(0)), "features": deq(*t26.output(1))[0],
+                "feature_map_stats": ood.map_stats(deq(*t26.output(2))).astype(np.float32)[0]}
+        o_score = float(ood.score(scorer, outs[scorer["input"]][None], outs["logits"])[0])
         images.append({"image_id": r["image_id"], "path": p.relative_to(root).as_posix(), "split": r["split"],
                        "dx": r["dx"], "input_sha256": hashlib.sha256(b).hexdigest(),
                        "output_uint8": [int(v) for v in ol], "tflite26_output_uint8": [int(v) for v in o26],
-                       "top_class": CLASSES[int(np.argmax(ol))]})
+                       "top_class": CLASSES[int(np.argmax(ol))], "tflite26_ood_score": o_score})
         if k < 3:
             (GOLDEN / "inputs" / f"{r['image_id']}.rgb").write_bytes(b)
     doc = {"model": f"models/{INT8_NAME}", "model_sha256": sha256_file(model), "preprocessing": PREPROCESSING,

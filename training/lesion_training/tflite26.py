@@ -59,6 +59,7 @@ def _lib(path: str | None = None):
         "TfLiteInterpreterAllocateTensors": (C.c_int, [vp]),
         "TfLiteInterpreterGetInputTensor": (vp, [vp, C.c_int32]),
         "TfLiteInterpreterGetOutputTensor": (vp, [vp, C.c_int32]),
+        "TfLiteInterpreterGetOutputTensorCount": (C.c_int32, [vp]),
         "TfLiteInterpreterInvoke": (C.c_int, [vp]),
         "TfLiteTensorCopyFromBuffer": (C.c_int, [vp, vp, C.c_size_t]),
         "TfLiteTensorCopyToBuffer": (C.c_int, [vp, vp, C.c_size_t]),
@@ -127,6 +128,17 @@ class Interpreter:
         if L.TfLiteTensorCopyToBuffer(out.ptr, y.ctypes.data, y.nbytes) != 0:
             raise RuntimeError("output copy failed")
         return y
+
+    def output(self, k: int) -> tuple[np.ndarray, tuple[float, int]]:
+        """Output `k` of the last `run` and its quantization (scale, zero point)."""
+        L = self.L
+        if not 0 <= k < L.TfLiteInterpreterGetOutputTensorCount(self.interp):
+            raise IndexError(f"the model has no output {k}")
+        out = Tensor(L, L.TfLiteInterpreterGetOutputTensor(self.interp, k))
+        y = np.zeros(out.shape, dtype=out.dtype)
+        if L.TfLiteTensorCopyToBuffer(out.ptr, y.ctypes.data, y.nbytes) != 0:
+            raise RuntimeError("output copy failed")
+        return y, out.quantization
 
     def output_quantization(self) -> tuple[float, int]:
         return Tensor(self.L, self.L.TfLiteInterpreterGetOutputTensor(self.interp, 0)).quantization

@@ -62,6 +62,19 @@ def log(msg):
 
 
 # ------------------------------------------------------------------------ a second output
+def _tflite_append_output(m, tensor: int, name: str) -> None:
+    """Names a tensor of the (only) subgraph and appends it to the outputs and signatures."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    sg = m.subgraphs[0]
+    sg.tensors[tensor].name = name.encode()
+    sg.outputs = np.append(np.asarray(sg.outputs, dtype=np.int32), np.int32(tensor))
+    for sig in m.signatureDefs or []:
+        t = schema.TensorMapT()
+        t.name, t.tensorIndex = name.encode(), tensor
+        sig.outputs.append(t)
+
+
 def tflite_add_features(path: Path) -> bool:
     """Appends the fully-connected layer's input (the pooled features) to the model's outputs,
     after the logits, so readers of output 0 see the same model. Returns False if already there."""
@@ -81,12 +94,7 @@ def tflite_add_features(path: Path) -> bool:
     shape = list(sg.tensors[feat].shape)
     if shape != [1, 1280]:
         raise SystemExit(f"{path}: the classifier's input has shape {shape}, expected [1, 1280]")
-    sg.tensors[feat].name = FEATURES.encode()
-    sg.outputs = np.append(np.asarray(sg.outputs, dtype=np.int32), np.int32(feat))
-    for sig in m.signatureDefs or []:
-        t = schema.TensorMapT()
-        t.name, t.tensorIndex = FEATURES.encode(), feat
-        sig.outputs.append(t)
+    _tflite_append_output(m, feat, FEATURES)
     fu.write_model(m, str(path))
     return True
 
@@ -112,12 +120,7 @@ def tflite_add_feature_map(path: Path) -> bool:
     fmap = int(ops[0].inputs[0])
     if len(sg.tensors[fmap].shape) != 4:
         raise SystemExit(f"{path}: the final convolution's input has shape {list(sg.tensors[fmap].shape)}")
-    sg.tensors[fmap].name = FEATURE_MAP.encode()
-    sg.outputs = np.append(np.asarray(sg.outputs, dtype=np.int32), np.int32(fmap))
-    for sig in m.signatureDefs or []:
-        t = schema.TensorMapT()
-        t.name, t.tensorIndex = FEATURE_MAP.encode(), fmap
-        sig.outputs.append(t)
+    _tflite_append_output(m, fmap, FEATURE_MAP)
     fu.write_model(m, str(path))
     return True
 

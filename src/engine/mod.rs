@@ -154,6 +154,11 @@ impl MapStats {
         }
     }
 
+    /// How many values one frame's map has (H x W x C).
+    pub fn map_len(&self) -> usize {
+        self.len
+    }
+
     /// Reads one frame's map, channels last.
     pub fn update(&mut self, values: impl ExactSizeIterator<Item = f32>) -> Result<(), EngineError> {
         if values.len() != self.len {

@@ -133,8 +133,7 @@ impl TfliteEngine {
             let feature_map = if interpreter.output_tensor_count() >= 3 {
                 let t = interpreter.output(2).map_err(|e| unsupported("third output", e))?;
                 let stats = MapStats::for_shape(path, t.shape().dimensions())?;
-                let len = t.shape().dimensions().iter().product();
-                Some((FeaturesOutput::new(&t, len).map_err(load_err)?, stats))
+                Some((FeaturesOutput::new(&t, stats.map_len()).map_err(load_err)?, stats))
             } else {
                 None
             };

@@ -82,8 +82,7 @@ def make_golden(a) -> None:
     from . import ood
     scorer = ood.from_json(json.loads((MODELS / "ood.json").read_text()))
 
-    def deq(v, q):
-        return (v.astype(np.float32) - np.float32(q[1])) * np.float32(q[0]) if q[0] else v.astype(np.float32)
+    deq = ood.dequantize
 
     images = []
     worst = 0

@@ -181,6 +181,12 @@ def add_features_outputs(models: Path = MODELS) -> None:
 
 
 # ------------------------------------------------------------------------ features of images
+def dequantize(v: np.ndarray, quantization: tuple[float, int]) -> np.ndarray:
+    """float32 values of a tensor with (scale, zero point); a scale of 0 means not quantized."""
+    s, z = quantization
+    return (v.astype(np.float32) - np.float32(z)) * np.float32(s) if s else v.astype(np.float32)
+
+
 def map_stats(fmap: np.ndarray) -> np.ndarray:
     """Per-channel mean, then per-channel standard deviation (population), of NHWC maps
     [N, H, W, C] -> [N, 2C], in float64 from the float32 values (as src/engine/mod.rs does)."""
@@ -202,9 +208,7 @@ def int8_features(model: Path, x: np.ndarray, every: int = 500) -> dict[str, np.
     fo = next(o for o in outs if len(o["shape"]) == 2 and o["shape"][-1] == 1280)
     mo = next(o for o in outs if len(o["shape"]) == 4)
 
-    def deq(o, v):
-        s, z = o["quantization"]
-        return (v.astype(np.float32) - np.float32(z)) * np.float32(s) if s else v.astype(np.float32)
+    deq = lambda o, v: dequantize(v, o["quantization"])
 
     F = np.zeros((len(x), 1280), np.float32)
     L = np.zeros((len(x), len(CLASSES)), np.float32)

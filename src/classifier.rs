@@ -201,6 +201,12 @@ impl Classifier {
         scorer.score(self.engine.features(), &postprocess::dequantize(raw))
     }
 
+    /// Whether the model has an out-of-distribution score (so it can say whether a view is
+    /// typical of the lesion images it learnt from).
+    pub fn scores_views(&self) -> bool {
+        self.ood.is_some()
+    }
+
     pub fn operating_point(&self) -> Option<&OperatingPoint> {
         self.operating_point.as_ref()
     }

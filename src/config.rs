@@ -338,6 +338,10 @@ pub struct ExaminationConfig {
     /// skin. The difference is that of a coarse colour layout (tremor: ~0.005; another lesion:
     /// 0.06 or more).
     pub scene_change_above: f32,
+    /// A frame that fails only the lesion check (a faint lesion looks like plain skin to it) is
+    /// shown to the model at most this often; the model vouches for the view when its features
+    /// find it typical of a lesion. 0: never (the lesion check alone decides).
+    pub ask_model_every_secs: f64,
 }
 
 impl Default for ExaminationConfig {
@@ -352,6 +356,7 @@ impl Default for ExaminationConfig {
             leave_secs: 0.6,
             timeout_secs: 8.0,
             scene_change_above: 0.05,
+            ask_model_every_secs: 0.5,
         }
     }
 }
@@ -708,6 +713,7 @@ impl Config {
             ("min_frame_gap_secs", ex.min_frame_gap_secs),
             ("leave_secs", ex.leave_secs),
             ("timeout_secs", ex.timeout_secs),
+            ("ask_model_every_secs", ex.ask_model_every_secs),
         ] {
             if !v.is_finite() || !(0.0..=3600.0).contains(&v) {
                 return Err(format!("examination.{key} = {v}: use 0..3600 seconds"));

@@ -20,7 +20,7 @@ use crate::commands::Control;
 use crate::checks::{FrameChecker, FrameChecks};
 use crate::config::{Config, ExaminationConfig, ExaminationMode, SourceKind};
 use crate::cputime;
-use crate::examination::{assessment, Examination, Observed, Step};
+use crate::examination::{assessment, Examination, ModelView, Observed, Step};
 use crate::frame::FrameOrigin;
 use crate::preprocess::{InputTensor, Preprocessor};
 use crate::publish::payload::{self, LatencyMs, PayloadInput};
@@ -129,6 +129,9 @@ impl Pipeline {
         });
         stats.set_model(classifier.info());
         let exit_when_done = config.source.directory.exit_when_done;
+        // Frames that fail only the lesion check may be shown to the model (a faint lesion the
+        // check missed, `examination`): possible only with an out-of-distribution score.
+        let model_vouches = classifier.scores_views() && config.examination.ask_model_every_secs > 0.0;
         let preprocessor = Preprocessor::new(classifier.input_spec(), config.preprocess.circular_mask);
         let queue = Arc::new(FrameQueue::new(config.pipeline.queue_capacity));
         let heartbeats = Heartbeats { capture: Arc::new(Heartbeat::new()), inference: Arc::new(Heartbeat::new()) };
@@ -147,6 +150,7 @@ impl Pipeline {
             let publish_frames = config.mqtt.publish_frames;
             let source_config = config.source.clone();
             let checker = (mode != ExaminationMode::Continuous).then(|| FrameChecker::new(config.checks.clone()));
+            let prepare_lesionless = model_vouches;
             let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel(1);
             let handle = std::thread::Builder::new()
                 .name("capture".into())
@@ -161,7 +165,7 @@ impl Pipeline {
                             return;
                         }
                     };
-                    let ctx = CaptureContext { queue: &queue, stop: &stop, stats: &stats, control: &control, publish_frames, exit_when_done, source_done: &source_done };
+                    let ctx = CaptureContext { queue: &queue, stop: &stop, stats: &stats, control: &control, publish_frames, prepare_lesionless, exit_when_done, source_done: &source_done };
                     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| capture_loop(source, checker, preprocessor, ctx)));
                     if let Err(panic) = outcome {
                         let cause = format!("capture thread panicked: {}", panic_message(&*panic));
@@ -183,7 +187,7 @@ impl Pipeline {
             let stop = stop.clone();
             let station_id = config.station.id.clone();
             let publish_frames = config.mqtt.publish_frames;
-            let exam = ExamSetup { mode, config: config.examination.clone(), focus_relative_min: config.checks.focus_relative_min };
+            let exam = ExamSetup { mode, config: config.examination.clone(), focus_relative_min: config.checks.focus_relative_min, model_vouches };
             std::thread::Builder::new()
                 .name("inference".into())
                 .spawn(move || {
@@ -289,12 +293,14 @@ struct CaptureContext<'a> {
     stats: &'a Stats,
     control: &'a Control,
     publish_frames: bool,
+    /// Also prepare frames that failed only the lesion check, for the model to look at.
+    prepare_lesionless: bool,
     exit_when_done: bool,
     source_done: &'a AtomicBool,
 }
 
 fn capture_loop(mut source: Box<dyn FrameSource>, mut checker: Option<FrameChecker>, mut preprocessor: Preprocessor, ctx: CaptureContext<'_>) {
-    let CaptureContext { queue, stop, stats, control, publish_frames, exit_when_done, source_done } = ctx;
+    let CaptureContext { queue, stop, stats, control, publish_frames, prepare_lesionless, exit_when_done, source_done } = ctx;
     let lossless = source.lossless();
     let mut delivered = 0u64;
     loop {
@@ -317,10 +323,13 @@ fn capture_loop(mut source: Box<dyn FrameSource>, mut checker: Option<FrameCheck
                 let at = Instant::now();
                 // The checks first: a frame they turn away costs no preprocessing, no inference.
                 let checks = checker.as_mut().map(|c| c.check(&frame.image));
-                let worth_it = checks.as_ref().is_none_or(FrameChecks::passed);
-                if !worth_it {
+                let passed = checks.as_ref().is_none_or(FrameChecks::passed);
+                if !passed {
                     Stats::inc(&stats.frames_rejected_by_checks);
                 }
+                // Prepared for the engine: frames that passed, and those the examination may
+                // show the model because only the lesion check failed.
+                let worth_it = passed || (prepare_lesionless && checks.as_ref().is_some_and(FrameChecks::only_lesion_check_failed));
                 let input = worth_it.then(|| preprocessor.run(&frame.image));
                 let preprocess = at.elapsed();
                 let frame_jpeg = (publish_frames && worth_it).then(|| downscaled_jpeg(&frame.image)).flatten();
@@ -393,6 +402,8 @@ struct ExamSetup {
     mode: ExaminationMode,
     config: ExaminationConfig,
     focus_relative_min: f32,
+    /// The model can vouch for a view the lesion check calls empty.
+    model_vouches: bool,
 }
 
 /// Classifies frames until the queue closes: every frame in continuous mode; in the
@@ -402,7 +413,7 @@ struct ExamSetup {
 fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out: &InferenceOutputs<'_>, heartbeat: &Heartbeat, station_id: &str, setup: &ExamSetup) -> Result<Duration, String> {
     let stats = out.stats;
     let mut engine = EngineRun { invoke_cpu: Duration::ZERO, taken: 0, failures_in_a_row: 0 };
-    let mut examination = (setup.mode != ExaminationMode::Continuous).then(|| Examination::new(setup.config.clone(), setup.focus_relative_min));
+    let mut examination = (setup.mode != ExaminationMode::Continuous).then(|| Examination::new(setup.config.clone(), setup.focus_relative_min, setup.model_vouches));
     if examination.is_none() {
         // Continuous mode has no station state. An empty retained message removes the one a
         // previous examination mode left on the broker (after a reload, or from the last run),
@@ -439,11 +450,11 @@ fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out
             exam.request_capture(item.at);
         }
         let Some(checks) = item.checks.clone() else { continue };
-        let observed = Observed { seq: item.seq, at: item.at, captured_at: item.captured_at, origin: item.origin.clone(), checks };
+        let observed = Observed { seq: item.seq, at: item.at, captured_at: item.captured_at, origin: item.origin.clone(), checks, lesion_seen_by_model: false };
         if exam.observe(&observed) == Step::Classify && item.input.is_some() {
             let jpeg = item.frame_jpeg.clone().map(|j| (item.seq, j));
             if let Some(frame) = engine.classify_and_spool(classifier, item, out, station_id, spool_frames)? {
-                exam.classified(&observed, frame.probabilities, frame.out_of_distribution);
+                exam.classified(&observed, frame);
                 if let Some(jpeg) = jpeg {
                     if jpegs.len() == 2 * setup.config.min_frames.max(1) as usize {
                         jpegs.pop_front();
@@ -511,13 +522,6 @@ fn spool_assessment(a: &assessment::Assessment, classifier: &Classifier, out: &I
     }
 }
 
-/// What the examination needs of a classified frame.
-struct ClassifiedFrame {
-    /// Calibrated, in the model's class order.
-    probabilities: Vec<f32>,
-    /// Above the out-of-distribution threshold (never, when no score applies to the model).
-    out_of_distribution: bool,
-}
 
 /// The engine's side of the inference thread: invokes, counts failures, spools classifications.
 struct EngineRun {
@@ -530,7 +534,7 @@ impl EngineRun {
     /// Classifies a prepared frame; spools (and logs) its classification when `spool` is set.
     /// Returns the frame's result, `None` when the engine failed on this frame, or `Err` when
     /// it keeps failing.
-    fn classify_and_spool(&mut self, classifier: &mut Classifier, item: Prepared, out: &InferenceOutputs<'_>, station_id: &str, spool: bool) -> Result<Option<ClassifiedFrame>, String> {
+    fn classify_and_spool(&mut self, classifier: &mut Classifier, item: Prepared, out: &InferenceOutputs<'_>, station_id: &str, spool: bool) -> Result<Option<ModelView>, String> {
         let stats = out.stats;
         let Some(input) = item.input.as_ref() else { return Ok(None) };
         let queue_wait = item.queued_at.elapsed();
@@ -568,9 +572,10 @@ impl EngineRun {
         };
         stats.record_latency(latency);
         let ood = classifier.out_of_distribution(&raw);
-        let frame = ClassifiedFrame {
+        let frame = ModelView {
             probabilities: classification.probabilities.clone(),
             out_of_distribution: ood.is_some_and(|o| o.out_of_distribution),
+            typical: ood.is_some_and(|o| !o.atypical),
         };
         if !spool {
             return Ok(Some(frame));

@@ -59,6 +59,12 @@ impl Signature {
         Signature(cells)
     }
 
+    /// A view whose every cell reads `v` (tests make views with it).
+    #[cfg(test)]
+    pub fn uniform(v: f32) -> Signature {
+        Signature([v; 36])
+    }
+
     /// Mean absolute difference: 0 for the same view.
     pub fn distance(&self, other: &Signature) -> f32 {
         self.0.iter().zip(&other.0).map(|(a, b)| (a - b).abs()).sum::<f32>() / 36.0

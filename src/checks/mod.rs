@@ -104,6 +104,11 @@ impl FrameChecks {
     pub fn lesion_in_view(&self) -> bool {
         !self.failed.iter().any(|c| c.means_nothing_in_view())
     }
+    /// Only the lesion check failed: a usable view of skin where the check saw no lesion (the
+    /// examination may ask the model about a faint one).
+    pub fn only_lesion_check_failed(&self) -> bool {
+        self.failed == [Check::NoLesion]
+    }
     /// The first failed check, the one to tell the clinician about.
     pub fn first_failed(&self) -> Option<Check> {
         self.failed.first().copied()

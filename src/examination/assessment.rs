@@ -15,7 +15,7 @@ use crate::labels::Labels;
 use crate::publish::payload::{rfc3339, ClassResult, ModelRef, DISCLAIMER};
 use crate::referral::{OperatingPoint, Referral};
 
-pub const ASSESSMENT_SCHEMA_VERSION: u32 = 3;
+pub const ASSESSMENT_SCHEMA_VERSION: u32 = 4;
 
 /// A classified frame of an examination.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct UsedFrame {
     pub probabilities: Vec<f32>,
     /// Above the model's out-of-distribution threshold.
     pub out_of_distribution: bool,
+    /// The lesion check saw none; the model vouched for the view.
+    pub lesion_seen_by_model: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +123,9 @@ pub struct FrameEntry<'a> {
     pub motion_px: Option<f32>,
     pub exposure: f32,
     pub glare: f32,
+    /// Who saw the lesion in this frame: `checks` (the per-frame lesion check) or `model` (the
+    /// check saw none; the model's features found the view typical of a lesion).
+    pub lesion_seen_by: &'static str,
     pub top: &'a str,
     pub top_probability: f32,
 }
@@ -237,6 +242,7 @@ pub fn payload<'a>(
                 motion_px: f.checks.motion_px,
                 exposure: f.checks.exposure,
                 glare: f.checks.glare,
+                lesion_seen_by: if f.lesion_seen_by_model { "model" } else { "checks" },
                 top: &labels.classes[t].code,
                 top_probability: round4(f.probabilities[t]),
             }

@@ -10,6 +10,14 @@
 //! lesion in view for `timeout_secs` and no assessment, it publishes an abstaining assessment
 //! that says which checks kept failing.
 //!
+//! The lesion check is a cheap heuristic and misses some faint lesions (a pale bcc on pale
+//! skin). A frame that fails only that check is shown to the model now and then
+//! (`ask_model_every_secs`): when the model's features find the view typical of the lesion
+//! images it learnt from (`ModelView::typical`), the model vouches for it, and frames that look
+//! the same (the coarse layout of `Signature`) count as a lesion in view. Each such frame that is
+//! classified must be found typical again, or the vouch ends and the frame is not used: one
+//! lucky score on plain skin does not make an assessment.
+//!
 //! Pure logic, no I/O: the inference thread feeds it frames and results, and publishes the
 //! state changes and assessments it hands back. Time comes from the frames, so tests drive it
 //! with made-up clocks.
@@ -17,6 +25,7 @@
 pub mod assessment;
 pub mod state;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,6 +44,8 @@ pub struct Observed {
     pub captured_at: SystemTime,
     pub origin: FrameOrigin,
     pub checks: FrameChecks,
+    /// The lesion check saw no lesion; the model vouched for the view (set by the examination).
+    pub lesion_seen_by_model: bool,
 }
 
 /// What to do with a frame.
@@ -44,6 +55,19 @@ pub enum Step {
     Skip,
     /// Classify it and hand the result to [`Examination::classified`].
     Classify,
+}
+
+/// What the model said of a frame the examination asked about.
+#[derive(Debug, Clone)]
+pub struct ModelView {
+    /// Calibrated, in the model's class order.
+    pub probabilities: Vec<f32>,
+    /// Above the out-of-distribution threshold (never, when the model has no score).
+    pub out_of_distribution: bool,
+    /// The features find the view typical of the lesion images the model learnt from (the
+    /// score at or below `scene_check_min_score` in models/ood.json; never, when the model has
+    /// no score).
+    pub typical: bool,
 }
 
 /// What started an examination.
@@ -100,11 +124,26 @@ pub struct Examination {
     state_changed: bool,
     /// Focus of the last few frames that passed every check (to see it settle).
     recent_focus: std::collections::VecDeque<f32>,
+    /// Whether frames that fail only the lesion check are shown to the model (it has a score
+    /// and `ask_model_every_secs` > 0).
+    asks_model: bool,
+    /// The frame whose observation waits for the model's view, and when the model was last
+    /// asked.
+    asked: Option<u64>,
+    last_asked: Option<Instant>,
+    /// What the view the model last vouched for looks like.
+    vouched: Option<Signature>,
 }
 
 impl Examination {
-    pub fn new(config: ExaminationConfig, focus_relative_min: f32) -> Self {
+    /// `model_scores_views`: the model has an out-of-distribution score to vouch for views the
+    /// lesion check calls empty.
+    pub fn new(config: ExaminationConfig, focus_relative_min: f32, model_scores_views: bool) -> Self {
         Examination {
+            asks_model: model_scores_views && config.ask_model_every_secs > 0.0,
+            asked: None,
+            last_asked: None,
+            vouched: None,
             config,
             focus_relative_min,
             phase: Phase::Idle { streak: 0 },
@@ -177,8 +216,41 @@ impl Examination {
 
     /// One frame, in capture order. Returns whether to classify it.
     pub fn observe(&mut self, f: &Observed) -> Step {
+        self.asked = None;
+        if self.should_ask_model(f) {
+            // Observed once the model has answered (`classified`).
+            self.asked = Some(f.seq);
+            self.last_asked = Some(f.at);
+            return Step::Classify;
+        }
+        let f = self.as_vouched(f);
         let settling = self.settling(&f.checks);
-        self.observe_settling(f, settling)
+        self.observe_settling(&f, settling)
+    }
+
+    /// A frame that failed only the lesion check, in a view the model has not vouched for, and
+    /// the model not asked for a while.
+    fn should_ask_model(&self, f: &Observed) -> bool {
+        self.asks_model
+            && f.checks.only_lesion_check_failed()
+            && !self.vouches_for(&f.checks)
+            && self.last_asked.is_none_or(|t| f.at.saturating_duration_since(t) >= secs(self.config.ask_model_every_secs))
+    }
+
+    fn vouches_for(&self, checks: &FrameChecks) -> bool {
+        self.vouched.is_some_and(|v| checks.signature.distance(&v) <= self.config.scene_change_above)
+    }
+
+    /// The frame as the examination judges it: in a view the model vouched for, the lesion
+    /// check's "no lesion" is overruled.
+    fn as_vouched<'f>(&self, f: &'f Observed) -> Cow<'f, Observed> {
+        if !f.checks.failed.contains(&Check::NoLesion) || !self.vouches_for(&f.checks) {
+            return Cow::Borrowed(f);
+        }
+        let mut vouched = f.clone();
+        vouched.checks.failed.retain(|c| *c != Check::NoLesion);
+        vouched.lesion_seen_by_model = true;
+        Cow::Owned(vouched)
     }
 
     fn observe_settling(&mut self, f: &Observed, settling: bool) -> Step {
@@ -321,8 +393,35 @@ impl Examination {
         }
     }
 
-    /// The engine's calibrated probabilities for a frame [`Examination::observe`] asked about.
-    pub fn classified(&mut self, f: &Observed, probabilities: Vec<f32>, out_of_distribution: bool) {
+    /// The model's view of a frame [`Examination::observe`] asked about.
+    pub fn classified(&mut self, f: &Observed, view: ModelView) {
+        if self.asked.take() == Some(f.seq) {
+            // Asked because only the lesion check failed: the frame is observed now, with the
+            // model's word on whether a lesion is in view.
+            self.vouched = view.typical.then_some(f.checks.signature);
+            tracing::debug!(seq = f.seq, vouched = view.typical, "the lesion check saw no lesion; the model was asked");
+            let f = self.as_vouched(f);
+            let settling = self.settling(&f.checks);
+            if self.observe_settling(&f, settling) == Step::Classify {
+                self.use_frame(&f, view);
+            }
+            return;
+        }
+        let f = self.as_vouched(f);
+        if f.lesion_seen_by_model {
+            if !view.typical {
+                // The model no longer finds this view typical of a lesion: it stops vouching,
+                // and the frame is not used.
+                self.vouched = None;
+                return;
+            }
+            self.vouched = Some(f.checks.signature);
+        }
+        self.use_frame(&f, view);
+    }
+
+    fn use_frame(&mut self, f: &Observed, view: ModelView) {
+        let ModelView { probabilities, out_of_distribution, .. } = view;
         let Phase::Examining(exam) = &mut self.phase else { return };
         exam.reference.get_or_insert(f.checks.signature);
         exam.used.push(UsedFrame {
@@ -333,6 +432,7 @@ impl Examination {
             checks: f.checks.clone(),
             probabilities,
             out_of_distribution,
+            lesion_seen_by_model: f.lesion_seen_by_model,
         });
         // Frames that were sharp next to what had been seen when they came may be soft next to
         // what came later (the end of an approach): only frames sharp against the examination's

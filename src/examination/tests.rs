@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use super::*;
-use crate::checks::{Check, FrameChecks, LesionFigures};
+use crate::checks::{Check, FrameChecks, LesionFigures, Signature};
 
 const FRAME: Duration = Duration::from_nanos(66_666_667); // 15 fps
 
@@ -20,11 +20,34 @@ struct Clip {
     classified: u32,
     /// Every n-th classified frame is out of distribution (0: none).
     strange_every: u32,
+    /// The first this many classified frames are typical of a lesion to the model; the rest
+    /// are not (0, the default: the model finds the views the check calls plain skin atypical,
+    /// as it does plain skin).
+    typical_for: u32,
+    /// Classified frames that had failed the lesion check (the model was asked about them).
+    asked: u32,
+    /// What the frames' view looks like.
+    view: Signature,
 }
 
 impl Clip {
     fn new(config: ExaminationConfig) -> Self {
-        Clip { exam: Examination::new(config, 0.65), t0: Instant::now(), n: 0, states: Vec::new(), assessments: Vec::new(), classified: 0, strange_every: 0 }
+        Self::with_model(config, true)
+    }
+    /// `scores_views`: the model has an out-of-distribution score (it can vouch for a view).
+    fn with_model(config: ExaminationConfig, scores_views: bool) -> Self {
+        Clip {
+            exam: Examination::new(config, 0.65, scores_views),
+            t0: Instant::now(),
+            n: 0,
+            states: Vec::new(),
+            assessments: Vec::new(),
+            classified: 0,
+            strange_every: 0,
+            typical_for: 0,
+            asked: 0,
+            view: Signature::default(),
+        }
     }
     fn auto() -> Self {
         Self::new(ExaminationConfig::default())
@@ -38,12 +61,17 @@ impl Clip {
                 at: self.t0 + FRAME * self.n as u32,
                 captured_at: SystemTime::now(),
                 origin: crate::frame::FrameOrigin { kind: "directory", name: format!("f{:06}.jpg", self.n) },
-                checks: frame_checks(failed.to_vec(), focus),
+                checks: FrameChecks { signature: self.view, ..frame_checks(failed.to_vec(), focus) },
+                lesion_seen_by_model: false,
             };
             if self.exam.observe(&f) == Step::Classify {
                 self.classified += 1;
+                if failed.contains(&Check::NoLesion) {
+                    self.asked += 1;
+                }
                 let strange = self.strange_every > 0 && self.classified % self.strange_every == 0;
-                self.exam.classified(&f, probabilities.to_vec(), strange);
+                let typical = self.classified <= self.typical_for && !strange;
+                self.exam.classified(&f, ModelView { probabilities: probabilities.to_vec(), out_of_distribution: strange, typical });
             }
             if let Some(a) = self.exam.take_assessment() {
                 self.assessments.push(a);
@@ -91,7 +119,8 @@ fn a_visit_gives_one_assessment_and_the_states_in_order() {
 
 #[test]
 fn idle_scenes_never_make_an_assessment() {
-    let mut c = Clip::auto();
+    // A model without an out-of-distribution score: the checks alone decide.
+    let mut c = Clip::with_model(ExaminationConfig::default(), false);
     for check in [Check::NoLesion, Check::TooDark, Check::TooBright, Check::NotSkin] {
         c.frames(200, &[check], 9.0, &NEVUS);
     }
@@ -206,4 +235,61 @@ fn an_approach_that_is_still_coming_into_focus_is_named_out_of_focus() {
         c.names()
     );
     assert_eq!(c.names(), [StateName::Idle, StateName::HoldSteady, StateName::Assessing, StateName::Assessed]);
+}
+
+#[test]
+fn a_faint_lesion_the_lesion_check_misses_is_assessed_once_when_the_model_vouches_for_it() {
+    let mut c = Clip::auto();
+    c.typical_for = u32::MAX;
+    c.frames(20, &[Check::TooDark], 0.0, &NEVUS);
+    c.view = Signature::uniform(1.0);
+    c.frames(60, &[Check::NoLesion], 5.0, &NEVUS); // a 4 s hold the check calls plain skin
+    c.view = Signature::default();
+    c.frames(20, &[Check::TooDark], 0.0, &NEVUS);
+    assert_eq!(c.assessments.len(), 1, "{:?}", c.names());
+    let a = &c.assessments[0];
+    assert!(a.abstain.is_none(), "{:?}", a.abstain);
+    assert!(a.frames.len() >= 5);
+    assert!(a.frames.iter().all(|f| f.lesion_seen_by_model));
+    // The model was asked once (that frame starts the streak), then classified the frames used.
+    assert_eq!(c.classified, 1 + a.frames.len() as u32);
+    assert_eq!(c.names(), [StateName::Idle, StateName::Searching, StateName::Assessing, StateName::Assessed, StateName::Idle]);
+}
+
+#[test]
+fn plain_skin_the_model_finds_atypical_is_shown_to_it_rarely_and_never_assessed() {
+    let mut c = Clip::auto();
+    c.frames(15 * 10, &[Check::NoLesion], 5.0, &NEVUS); // 10 s of plain skin
+    assert!(c.assessments.is_empty());
+    assert_eq!(c.names(), [StateName::Idle]);
+    // At most every ask_model_every_secs (0.5 s): 20 or 21 in 10 s, not 150.
+    assert!((19..=21).contains(&c.asked), "asked {} times", c.asked);
+
+    let mut off = Clip::new(ExaminationConfig { ask_model_every_secs: 0.0, ..ExaminationConfig::default() });
+    off.frames(15 * 10, &[Check::NoLesion], 5.0, &NEVUS);
+    assert_eq!(off.asked, 0, "0 turns asking off");
+}
+
+#[test]
+fn a_vouch_ends_when_a_classified_frame_is_no_longer_typical_and_that_frame_is_not_used() {
+    let mut c = Clip::auto();
+    c.typical_for = 1; // the first answer vouches, every later one does not
+    c.frames(15 * 12, &[Check::NoLesion], 5.0, &NEVUS); // 12 s, past timeout_secs
+    assert!(c.assessments.is_empty(), "not even an abstaining one: {:?}", c.assessments.iter().map(|a| &a.abstain).collect::<Vec<_>>());
+    assert_eq!(c.states.last().map(|s| s.state), Some(StateName::Idle));
+}
+
+#[test]
+fn a_vouch_covers_only_the_view_it_was_given_for() {
+    let mut c = Clip::auto();
+    c.typical_for = u32::MAX;
+    c.view = Signature::uniform(1.0);
+    c.frames(60, &[Check::NoLesion], 5.0, &NEVUS);
+    assert_eq!(c.assessments.len(), 1);
+    // The scope slides onto plain skin, which the model finds atypical: the lesion has left.
+    c.typical_for = c.classified;
+    c.view = Signature::uniform(1.2);
+    c.frames(30, &[Check::NoLesion], 5.0, &NEVUS);
+    assert_eq!(c.states.last().map(|s| s.state), Some(StateName::Idle));
+    assert_eq!(c.assessments.len(), 1);
 }

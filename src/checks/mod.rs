@@ -56,6 +56,11 @@ impl Check {
         }
     }
 
+    /// The lesion check's verdicts (`lesion.rs`): no lesion, or a lesion off centre.
+    pub fn is_lesion_check(self) -> bool {
+        matches!(self, Check::NoLesion | Check::LesionOffCentre)
+    }
+
     /// Whether failing this check means no lesion is in view at all (the station is idle),
     /// rather than a lesion in view that cannot be judged yet.
     pub fn means_nothing_in_view(self) -> bool {
@@ -104,10 +109,11 @@ impl FrameChecks {
     pub fn lesion_in_view(&self) -> bool {
         !self.failed.iter().any(|c| c.means_nothing_in_view())
     }
-    /// Only the lesion check failed: a usable view of skin where the check saw no lesion (the
-    /// examination may ask the model about a faint one).
+    /// Only the lesion check failed: a usable view of skin where it saw no lesion, or took
+    /// something else for one (the dark rim of a dermatoscope's field, off centre). The
+    /// examination may ask the model about such a view.
     pub fn only_lesion_check_failed(&self) -> bool {
-        self.failed == [Check::NoLesion]
+        matches!(self.failed.as_slice(), [c] if c.is_lesion_check())
     }
     /// The first failed check, the one to tell the clinician about.
     pub fn first_failed(&self) -> Option<Check> {

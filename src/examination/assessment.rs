@@ -29,7 +29,7 @@ pub struct UsedFrame {
     pub probabilities: Vec<f32>,
     /// Above the model's out-of-distribution threshold.
     pub out_of_distribution: bool,
-    /// The lesion check saw none; the model vouched for the view.
+    /// The lesion check saw none (or one off centre); the model vouched for the view.
     pub lesion_seen_by_model: bool,
 }
 
@@ -124,7 +124,8 @@ pub struct FrameEntry<'a> {
     pub exposure: f32,
     pub glare: f32,
     /// Who saw the lesion in this frame: `checks` (the per-frame lesion check) or `model` (the
-    /// check saw none; the model's features found the view typical of a lesion).
+    /// check saw none, or one off centre; the model's features found the view typical of a
+    /// lesion).
     pub lesion_seen_by: &'static str,
     pub top: &'a str,
     pub top_probability: f32,

@@ -10,8 +10,9 @@
 //! lesion in view for `timeout_secs` and no assessment, it publishes an abstaining assessment
 //! that says which checks kept failing.
 //!
-//! The lesion check is a cheap heuristic and misses some faint lesions (a pale bcc on pale
-//! skin). A frame that fails only that check is shown to the model now and then
+//! The lesion check is a cheap heuristic: it misses some faint lesions (a pale bcc on pale
+//! skin) and takes the dark rim of some dermatoscopes' field for a lesion off centre. A frame
+//! that fails only that check is shown to the model now and then
 //! (`ask_model_every_secs`): when the model's features find the view typical of the lesion
 //! images it learnt from (`ModelView::typical`), the model vouches for it, and frames that look
 //! the same (the coarse layout of `Signature`) count as a lesion in view. Each such frame that is
@@ -44,7 +45,8 @@ pub struct Observed {
     pub captured_at: SystemTime,
     pub origin: FrameOrigin,
     pub checks: FrameChecks,
-    /// The lesion check saw no lesion; the model vouched for the view (set by the examination).
+    /// The lesion check saw no lesion, or one off centre; the model vouched for the view (set by
+    /// the examination).
     pub lesion_seen_by_model: bool,
 }
 
@@ -228,8 +230,8 @@ impl Examination {
         self.observe_settling(&f, settling)
     }
 
-    /// A frame that failed only the lesion check, in a view the model has not vouched for, and
-    /// the model not asked for a while.
+    /// A frame that failed only the lesion check (no lesion, or off centre), in a view the
+    /// model has not vouched for, and the model not asked for a while.
     fn should_ask_model(&self, f: &Observed) -> bool {
         self.asks_model
             && f.checks.only_lesion_check_failed()
@@ -242,13 +244,13 @@ impl Examination {
     }
 
     /// The frame as the examination judges it: in a view the model vouched for, the lesion
-    /// check's "no lesion" is overruled.
+    /// check's verdict ("no lesion", "off centre") is overruled.
     fn as_vouched<'f>(&self, f: &'f Observed) -> Cow<'f, Observed> {
-        if !f.checks.failed.contains(&Check::NoLesion) || !self.vouches_for(&f.checks) {
+        if !f.checks.failed.iter().any(|c| c.is_lesion_check()) || !self.vouches_for(&f.checks) {
             return Cow::Borrowed(f);
         }
         let mut vouched = f.clone();
-        vouched.checks.failed.retain(|c| *c != Check::NoLesion);
+        vouched.checks.failed.retain(|c| !c.is_lesion_check());
         vouched.lesion_seen_by_model = true;
         Cow::Owned(vouched)
     }

@@ -293,3 +293,23 @@ fn a_vouch_covers_only_the_view_it_was_given_for() {
     assert_eq!(c.states.last().map(|s| s.state), Some(StateName::Idle));
     assert_eq!(c.assessments.len(), 1);
 }
+
+#[test]
+fn a_lesion_the_check_calls_off_centre_is_assessed_when_the_model_vouches_for_it() {
+    // The lesion check took the dark rim of the field for the lesion.
+    let mut c = Clip::auto();
+    c.typical_for = u32::MAX;
+    c.frames(20, &[Check::TooDark], 0.0, &NEVUS);
+    c.frames(60, &[Check::LesionOffCentre], 5.0, &NEVUS);
+    assert_eq!(c.assessments.len(), 1, "{:?}", c.names());
+    assert!(c.assessments[0].abstain.is_none());
+    assert!(c.assessments[0].frames.iter().all(|f| f.lesion_seen_by_model));
+
+    // Without the model's word it stays an instruction: no frame is classified, and only the
+    // timeout gives an (abstaining) assessment.
+    let mut c = Clip::auto();
+    c.frames(20, &[Check::TooDark], 0.0, &NEVUS);
+    c.frames(15 * 9, &[Check::LesionOffCentre], 5.0, &NEVUS);
+    assert_eq!(c.assessments.len(), 1);
+    assert_eq!(c.assessments[0].abstain.as_deref(), Some(&["poor_quality:lesion_off_centre".to_string()][..]));
+}

@@ -13,6 +13,41 @@ def _row(name, r):
             f"{r['ece_before']:.3f} | {r['ece_after']:.3f} | " + " | ".join(f"{rec[c]:.2f}" for c in CLASSES) + " |")
 
 
+def selection_section() -> str:
+    """Which epoch's weights are shipped, and why (`models/selection.json`, written by hand after a
+    comparison run): only for the model file it was made for."""
+    path = MODELS / "selection.json"
+    if not path.exists():
+        return ""
+    sel = json.loads(path.read_text())
+    import hashlib
+    if hashlib.sha256((MODELS / INT8_NAME).read_bytes()).hexdigest() != sel["model_sha256"]:
+        return ""
+    rows = []
+    for c in sel["candidates"]:
+        for part in ("val", "test"):
+            for k in ("float", "int8"):
+                r = c[f"{part}_{k}"]
+                rows.append(f"| {c['name']} (epoch {c['epoch']}) | {part} | {k} | {r['accuracy']:.3f} | "
+                            f"{r['balanced_accuracy']:.3f} | {r['top3_accuracy']:.3f} | {r['macro_auc_ovr']:.3f} | "
+                            f"{r['mel_sensitivity']:.3f} | {r['mel_specificity']:.3f} |")
+    shipped = next(c for c in sel["candidates"] if c["keep"] == sel["shipped"])
+    return f"""
+## Which epoch is shipped
+
+{sel['question']} {sel['rule']}
+
+Run: {sel['run']}. Each candidate has its own prior adjustment and temperature, chosen on validation.
+
+| candidate | split | model | acc | bal. acc | top-3 | macro AUC | mel sens | mel spec |
+|---|---|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+Shipped: **{shipped['name']}** (`{shipped['int8_sha256'][:12]}`). {sel['why']} `--keep best` (the
+default of `--preset cpu`) makes the other candidate; `--keep last` this model (`models/selection.json`).
+"""
+
+
 def onnx_int8_section(head: str) -> str:
     """The int8 QDQ ONNX export (`python -m lesion_training onnx-int8`), if it has been made."""
     path = MODELS / "metrics_onnx_int8.json"
@@ -51,6 +86,7 @@ def write_card(extra: dict) -> None:
                           + _row("float (ONNX)", m[part]["float"]) + "\n" + _row("int8 (TF Lite 2.6)", m[part]["int8"])
                           + f"\n\nint8 / float top-1 agreement: {m[part]['int8_float_top1_agreement']:.3f}\n")
     onnx_int8 = onnx_int8_section(head)
+    selection = selection_section()
     cm = m["test"]["int8"]["confusion_matrix"]
     cm_md = "| true \\ pred | " + " | ".join(CLASSES) + " |\n|" + "---|" * (len(CLASSES) + 1) + "\n" + "\n".join(
         f"| **{c}** | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(CLASSES, cm))
@@ -106,7 +142,7 @@ Test confusion matrix, int8 (rows: true class, columns: predicted; `confusion_in
 {cm_md}
 
 {extra.get('targets', '')}
-{onnx_int8}
+{selection}{onnx_int8}
 ## Intended use
 
 Decision support for clinicians at a clinic station: ranking the 7 HAM10000 diagnostic categories for a
@@ -135,7 +171,7 @@ From `training/` with the venv of `training/requirements.txt` and HAM10000 at `.
 (or `--data DIR` / `LESIOND_DATA`; the official release layout with `HAM10000_images_part_1/2` works):
 
 ```
-python -m lesion_training all --preset cpu     # CPU, 2 cores, ~{extra.get('cpu_minutes', '45')} min: this model
+python -m lesion_training all --preset cpu --keep {extra.get('keep', 'best')}   # CPU, 2 cores, ~{extra.get('cpu_minutes', '45')} min: this model
 python -m lesion_training all --preset gpu     # CUDA box: full fine-tune (not run for this release)
 python -m lesion_training onnx-int8            # only the int8 ONNX (part of `all`): onnxruntime, numpy, pillow
 ```

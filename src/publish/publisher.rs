@@ -407,21 +407,30 @@ impl Publisher {
         let mut state_due = true;
         let mut state_next_at = Instant::now();
         let mut states_open = true;
+        // The state last handed to the outbox, to know when the latest one is out.
+        let mut state_enqueued: Option<Vec<u8>> = None;
         loop {
             self.heartbeat.beat();
             if state_due && self.is_connected() && Instant::now() >= state_next_at {
                 state_due = false;
                 state_next_at = Instant::now() + STATE_MIN_INTERVAL;
                 let latest = states.borrow_and_update().clone();
-                if let Some(payload) = latest {
+                if let Some(payload) = latest.clone() {
                     self.enqueue(Message { kind: MessageKind::State, topic: self.topics.state.clone(), payload, qos: QoS::AtLeastOnce, retain: true });
                 }
+                state_enqueued = latest;
             }
             let was_connected = self.is_connected();
             self.fill_from_spool();
             self.submit_waiting();
             let current = *mode.borrow();
-            let done = spool.is_empty() && self.outbox.unacked_results() == 0;
+            // The last state belongs to the work being finished: a batch run in continuous mode
+            // ends seconds after it clears the retained state, and a screen must not keep
+            // showing a stale one. While disconnected there is no waiting for it: the next start
+            // publishes its own state.
+            let state_settled = !self.is_connected()
+                || (!state_due && *states.borrow() == state_enqueued && !self.outbox.has_unacked(&MessageKind::State));
+            let done = spool.is_empty() && self.outbox.unacked_results() == 0 && state_settled;
             if current != Mode::Running && done {
                 break;
             }

@@ -131,6 +131,10 @@ fn each_lesion_visit_gets_one_assessment_and_idle_scenes_none() {
                 compared += 1;
                 agree += usize::from(top == single_top);
                 assessed_correct += usize::from(top == dx);
+                if top != single_top {
+                    let top3: Vec<String> = a.0["top"].as_array().into_iter().flatten().map(|t| format!("{} {:.2}", t["code"].as_str().unwrap_or("?"), t["probability"].as_f64().unwrap_or(f64::NAN))).collect();
+                    println!("  differs: {source} ({dx}): classify {single_top}, assessment {top3:?}, frame agreement {}", a.0["agreement"]);
+                }
             }
         }
     }

@@ -14,6 +14,8 @@ hold frames.
 Needs numpy and Pillow (the video generator's venv) and the training package on the path:
 
     target/videos-venv/bin/python scripts/frame_agreement.py [--data DIR] [--nv 80] [--lesiond target/release/lesiond]
+
+--data defaults to $LESIOND_DATA or ../shared/data/ham10000, as everywhere in the project.
 """
 import argparse
 import json
@@ -30,8 +32,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from lesion_training import scenes as S  # noqa: E402
+from lesion_training.paths import CLASSES as CODES, data_root  # noqa: E402
 
-CODES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 FRAMES = 3
 
 
@@ -61,12 +63,12 @@ def classify(lesiond: str, paths: list[Path]) -> dict[str, dict]:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=str(REPO.parent / "shared/data/ham10000"))
+    ap.add_argument("--data", help="HAM10000 root (default $LESIOND_DATA or ../shared/data/ham10000)")
     ap.add_argument("--nv", type=int, default=80, help="nv lesions sampled (the other classes: all)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--lesiond", default=str(REPO / "target/release/lesiond"))
     args = ap.parse_args()
-    images = Path(args.data) / "images"
+    root = data_root(args.data)
 
     rng = np.random.default_rng(args.seed)
     lesions = S.one_per_lesion(S.read_split(), "test", rng)
@@ -77,7 +79,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         pairs = []
         for r in chosen:
-            source = images / f"{r['image_id']}.jpg"
+            source = S.ham_image_path(root, r["image_id"])
             pairs.append((r["dx"], source, held_frames(source, Path(tmp), r["image_id"])))
         res = classify(args.lesiond, [p for _, s, fs in pairs for p in [s, *fs]])
 

@@ -1,10 +1,9 @@
 """models/README.md (model card) generated from metrics.json / calibration.json / the checkpoint."""
 from __future__ import annotations
 
-import hashlib
 import json
 
-from .paths import CLASSES, INT8_NAME, MODELS, SPLIT_CSV
+from .paths import CLASSES, INT8_NAME, MODELS, SPLIT_CSV, sha256_file
 
 
 def _row(name, r):
@@ -21,7 +20,7 @@ def selection_section() -> str:
     if not path.exists():
         return ""
     sel = json.loads(path.read_text())
-    if hashlib.sha256((MODELS / INT8_NAME).read_bytes()).hexdigest() != sel["model_sha256"]:
+    if sha256_file(MODELS / INT8_NAME) != sel["model_sha256"]:
         return ""
     rows = []
     for c in sel["candidates"]:

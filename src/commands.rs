@@ -1,6 +1,7 @@
 //! Remote commands: `<prefix>/<station>/cmd/<name>` in, `<prefix>/<station>/reply/<name>` out.
 //!
-//! The payload is empty or a JSON object `{"request_id": "..."}`; the reply echoes the request
+//! The payload is a JSON object, `{}` or `{"request_id": "..."}` (an empty message is not a
+//! command: see `publish/incoming.rs`); the reply echoes the request
 //! id. Anything malformed or unknown gets an error reply and changes nothing. Parsing is a pure
 //! function so it can be fuzzed.
 
@@ -28,6 +29,22 @@ pub enum CommandName {
 }
 
 impl CommandName {
+    /// Every command, in the order their topics are subscribed to. The station subscribes to
+    /// each exact `cmd/<name>` topic, never to `cmd/+`: whatever else is published under
+    /// `cmd/` (a typo, junk, an oversized retained message) never reaches it.
+    pub const ALL: [CommandName; 5] =
+        [CommandName::Pause, CommandName::Resume, CommandName::Capture, CommandName::Reload, CommandName::Status];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandName::Pause => "pause",
+            CommandName::Resume => "resume",
+            CommandName::Capture => "capture",
+            CommandName::Reload => "reload",
+            CommandName::Status => "status",
+        }
+    }
+
     pub fn parse(name: &str) -> Option<CommandName> {
         Some(match name {
             "pause" => CommandName::Pause,

@@ -49,6 +49,10 @@ pub struct Stats {
     pub assessments_abstained: AtomicU64,
     /// State messages not published (superseded by a newer one, or the outbox full).
     pub states_dropped: AtomicU64,
+    /// Retained messages on command topics, ignored (commands are never taken from them).
+    pub commands_ignored_retained: AtomicU64,
+    /// Incoming MQTT messages dropped: oversized, or on a topic that is not a command.
+    pub incoming_dropped: AtomicU64,
     /// Frames waiting for the inference thread right now.
     pub queue_depth: AtomicUsize,
     latencies: Mutex<VecDeque<LatencyMs>>,
@@ -95,6 +99,8 @@ impl Default for Stats {
             assessments: AtomicU64::new(0),
             assessments_abstained: AtomicU64::new(0),
             states_dropped: AtomicU64::new(0),
+            commands_ignored_retained: AtomicU64::new(0),
+            incoming_dropped: AtomicU64::new(0),
             queue_depth: AtomicUsize::new(0),
             latencies: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
             publish_latencies: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
@@ -150,6 +156,8 @@ pub struct Snapshot {
     pub assessments: u64,
     pub assessments_abstained: u64,
     pub states_dropped: u64,
+    pub commands_ignored_retained: u64,
+    pub incoming_dropped: u64,
     pub queue_depth: usize,
     pub latency_ms: StageLatencies,
 }
@@ -235,6 +243,8 @@ impl Stats {
             assessments: Self::get(&self.assessments),
             assessments_abstained: Self::get(&self.assessments_abstained),
             states_dropped: Self::get(&self.states_dropped),
+            commands_ignored_retained: Self::get(&self.commands_ignored_retained),
+            incoming_dropped: Self::get(&self.incoming_dropped),
             queue_depth: self.queue_depth.load(Ordering::Relaxed),
             latency_ms,
         }

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -153,15 +154,18 @@ fn commands_pause_capture_resume_status_and_refuse_bad_input() {
     assert_eq!(sub.on("cmd/classification").len(), paused_at + 1, "capture takes exactly one frame");
 
     // Bad input changes nothing and gets an error reply.
-    assert!(publish(&broker, "lesiond/cmd/cmd/selfdestruct", r#"{"request_id":"x1"}"#, &[]));
     assert!(publish(&broker, "lesiond/cmd/cmd/resume", "{not json", &[]));
+    // Unknown commands are not even subscribed to (exact command topics only): no reply.
+    assert!(publish(&broker, "lesiond/cmd/cmd/selfdestruct", r#"{"request_id":"x1"}"#, &[]));
     // Another station's command topic is not ours.
-    assert!(publish(&broker, "lesiond/other/cmd/resume", "", &[]));
-    assert!(wait_until(Duration::from_secs(5), || reply("selfdestruct").is_some() && reply("resume").is_some()));
-    assert_eq!(reply("selfdestruct").expect("reply")["ok"], false);
-    assert_eq!(reply("selfdestruct").expect("reply")["request_id"], "x1");
+    assert!(publish(&broker, "lesiond/other/cmd/resume", "{}", &[]));
+    // An empty message is what deleting a retained command sends: not a command.
+    assert!(publish(&broker, "lesiond/cmd/cmd/resume", "", &[]));
+    assert!(wait_until(Duration::from_secs(5), || reply("resume").is_some()));
     assert_eq!(reply("resume").expect("reply")["ok"], false);
     std::thread::sleep(Duration::from_secs(1));
+    assert!(reply("selfdestruct").is_none(), "an unknown command topic reached the station");
+    assert_eq!(sub.on("cmd/reply/resume").len(), 1, "the empty message got a reply");
     assert_eq!(sub.on("cmd/classification").len(), paused_at + 1, "still paused");
 
     assert!(publish(&broker, "lesiond/cmd/cmd/status", r#"{"request_id":"s1"}"#, &[]));
@@ -174,7 +178,7 @@ fn commands_pause_capture_resume_status_and_refuse_bad_input() {
     assert_eq!(status["state"]["connected"], true);
     assert!(status["state"]["frames_classified"].as_u64().is_some_and(|n| n >= 3));
 
-    assert!(publish(&broker, "lesiond/cmd/cmd/resume", "", &[]));
+    assert!(publish(&broker, "lesiond/cmd/cmd/resume", "{}", &[]));
     assert!(wait_until(Duration::from_secs(5), || sub.on("cmd/classification").len() > paused_at + 2), "resumed");
 
     assert!(publish(&broker, "lesiond/cmd/cmd/reload", r#"{"request_id":"r1"}"#, &[]));
@@ -217,9 +221,100 @@ fn mqtt_v5_works_against_mosquitto() {
     let config = write_file(work.path(), "c.toml", &config_text("v5", broker.port, source, work.path()));
     let mut daemon = Daemon::start(&config, &[("LESIOND_MQTT__PROTOCOL", "v5")], work.path());
     assert!(wait_until(Duration::from_secs(20), || sub.on("v5/classification").len() >= 2), "{}", daemon.log_text());
-    assert!(publish(&broker, "lesiond/v5/cmd/status", "", &[]));
+    assert!(publish(&broker, "lesiond/v5/cmd/status", "{}", &[]));
     assert!(wait_until(Duration::from_secs(5), || !sub.on("v5/reply/status").is_empty()));
     daemon.signal("-KILL");
     daemon.wait(Duration::from_secs(5));
     assert!(wait_until(Duration::from_secs(10), || broker.retained("lesiond/v5/status").as_deref() == Some("offline")), "v5 last will");
+}
+
+/// How often the daemon's log says it lost or could not reach the broker.
+fn reconnects(log: &str) -> usize {
+    log.matches("lost the MQTT broker").count()
+}
+
+/// Retained messages on command topics (issue 25, attacks 2 and 3): a retained `pause`, a
+/// retained 20 KiB message (over rumqttc's old 10 KiB read limit, which broke every
+/// (re)connection) and, over MQTT 3.1.1, the deletion of a retained command (an empty message).
+/// None of them pauses the station or costs the connection; live commands still work.
+fn retained_commands_are_ignored(protocol: &str) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start();
+    let station = format!("ret{protocol}");
+    let cmd = |name: &str| format!("lesiond/{station}/cmd/{name}");
+    assert!(publish(&broker, &cmd("pause"), r#"{"request_id":"retained"}"#, &["-r"]));
+    let big = "x".repeat(20 * 1024);
+    assert!(publish(&broker, &cmd("status"), &big, &["-r"]));
+    let sub = Subscriber::start(&broker, &format!("lesiond/{station}/#"));
+    let source = "[source]\nkind = \"synthetic\"\n\n[source.synthetic]\nfps = 10.0\nwidth = 320\nheight = 240\n";
+    let text = config_text(&station, broker.port, source, work.path()).replace("ready_timeout_secs = 2", "ready_timeout_secs = 2\nstats_interval_secs = 1");
+    let config = write_file(work.path(), "c.toml", &text);
+    let mut daemon = Daemon::start(&config, &[("LESIOND_MQTT__PROTOCOL", protocol)], work.path());
+    let classified = || sub.on(&format!("{station}/classification")).len();
+    assert!(wait_until(Duration::from_secs(20), || classified() >= 3), "not running: {}", daemon.log_text());
+    // Not paused by the retained pause: frames keep being classified.
+    let before = classified();
+    assert!(wait_until(Duration::from_secs(5), || classified() >= before + 5), "paused by a retained command\n{}", daemon.log_text());
+    assert!(sub.on(&format!("{station}/reply/pause")).is_empty(), "the retained pause was answered");
+    // Deleting the retained pause (an empty retained message, delivered live) pauses nothing.
+    assert!(publish(&broker, &cmd("pause"), "", &["-r"]));
+    std::thread::sleep(Duration::from_secs(1));
+    let before = classified();
+    assert!(wait_until(Duration::from_secs(5), || classified() >= before + 5), "paused by deleting a retained command");
+    // Live commands still work, and the connection never dropped.
+    assert!(publish(&broker, &cmd("status"), r#"{"request_id":"live"}"#, &[]));
+    assert!(wait_until(Duration::from_secs(5), || !sub.on(&format!("{station}/reply/status")).is_empty()), "{}", daemon.log_text());
+    let log = daemon.log_text();
+    assert_eq!(reconnects(&log), 0, "the connection dropped:\n{log}");
+    assert_eq!(sub.on(&format!("{station}/status")).iter().filter(|m| m.payload == "offline").count(), 0, "online/offline flips");
+    if protocol == "v311" {
+        // Over 3.1.1 the broker sends the retained pause; it is counted and logged once.
+        assert!(log.contains("ignored a retained message on a command topic"), "{log}");
+        assert!(wait_until(Duration::from_secs(5), || {
+            broker.retained(&format!("lesiond/{station}/stats")).and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok()).is_some_and(|s| s["commands_ignored_retained"].as_u64() >= Some(1))
+        }));
+    }
+    daemon.signal("-TERM");
+    assert!(daemon.wait(Duration::from_secs(8)).expect("exits").success());
+}
+
+#[test]
+fn retained_commands_are_ignored_over_mqtt_311() {
+    retained_commands_are_ignored("v311");
+}
+
+#[test]
+fn retained_commands_are_ignored_over_mqtt_5() {
+    retained_commands_are_ignored("v5");
+}
+
+/// Over MQTT 3.1.1 a retained message over the 16 MiB read limit costs the connection once;
+/// the station then stays off its command topics instead of fetching it again at every
+/// reconnect (the old code reconnected about twice a second, flipping online/offline).
+#[test]
+fn a_retained_message_too_large_to_read_costs_one_reconnect_not_a_storm() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start();
+    let huge = work.path().join("huge");
+    std::fs::write(&huge, vec![b'x'; 17 * 1024 * 1024]).expect("write");
+    let sent = Command::new(find_program("mosquitto_pub"))
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-r", "-t", "lesiond/huge/cmd/capture", "-f"])
+        .arg(&huge)
+        .status()
+        .expect("mosquitto_pub");
+    assert!(sent.success());
+    let sub = Subscriber::start(&broker, "lesiond/huge/#");
+    let source = "[source]\nkind = \"synthetic\"\n\n[source.synthetic]\nfps = 10.0\nwidth = 320\nheight = 240\n";
+    let config = write_file(work.path(), "c.toml", &config_text("huge", broker.port, source, work.path()));
+    let mut daemon = Daemon::start(&config, &[], work.path());
+    assert!(wait_until(Duration::from_secs(20), || sub.on("huge/classification").len() >= 3), "{}", daemon.log_text());
+    std::thread::sleep(Duration::from_secs(6));
+    let log = daemon.log_text();
+    assert!(reconnects(&log) <= 1, "{} reconnects:\n{log}", reconnects(&log));
+    assert!(log.contains("Commands are off"), "{log}");
+    let (ids, dups) = sub.result_ids();
+    assert_eq!(dups, 0, "duplicate deliveries");
+    assert!(ids.len() >= 30, "results keep flowing: {}", ids.len());
+    daemon.signal("-TERM");
+    assert!(daemon.wait(Duration::from_secs(8)).expect("exits").success());
 }

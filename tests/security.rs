@@ -118,7 +118,7 @@ fn tls_with_client_certificate_password_and_acl() {
     let intruder: Vec<String> = pki.client_args("station-2", "other-pw");
     let intruder: Vec<&str> = intruder.iter().map(String::as_str).collect();
     let sent = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-i", "intruder-2", "-t", "lesiond/station-1/cmd/pause", "-m", ""])
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-i", "intruder-2", "-t", "lesiond/station-1/cmd/pause", "-m", "{}"])
         .args(&intruder)
         .output()
         .expect("mosquitto_pub");

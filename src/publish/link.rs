@@ -25,10 +25,39 @@ pub enum LinkEvent {
     PubAck(u16),
     /// A PUBLISH went out with this packet id (0 for QoS 0).
     Sent(u16),
-    Message { topic: String, payload: Vec<u8> },
+    /// An incoming message. `retained`: the broker delivered it from its retained store (at
+    /// subscribe time), not as it was published.
+    Message { topic: String, payload: Vec<u8>, retained: bool },
+    /// An incoming message larger than [`MAX_MESSAGE_KEPT`]: not copied, only reported.
+    Oversized { topic: String, len: usize },
     Disconnected,
     Other,
 }
+
+/// Why the connection failed, as text a person can act on.
+#[derive(Debug)]
+pub struct LinkFailure {
+    pub text: String,
+    /// The broker sent a packet over [`MAX_INCOMING_V311`]: the client had to drop the
+    /// connection (MQTT 3.1.1 cannot skip a packet it will not read).
+    pub oversized_incoming: bool,
+}
+
+/// Largest incoming packet over MQTT 3.1.1. The client must read a whole packet to go past
+/// it, and a packet over this limit costs the connection; MQTT 3.1.1 has no way to tell the
+/// broker a limit. rumqttc's default (10 KiB) let one retained 10 KiB message on a command
+/// topic break every (re)connection; 16 MiB covers what a broker lets anyone publish by
+/// default short of its 256 MiB maximum, and is held only while that one packet is read.
+pub const MAX_INCOMING_V311: usize = 16 * 1024 * 1024;
+/// Largest incoming packet over MQTT 5, sent to the broker in CONNECT (Maximum Packet Size):
+/// the broker then discards anything larger for us instead of sending it, so the connection
+/// never breaks on size. Commands are at most 4 KiB.
+pub const MAX_INCOMING_V5: u32 = 64 * 1024;
+/// An incoming message larger than this is reported as [`LinkEvent::Oversized`] without being
+/// copied (commands are at most 4 KiB).
+pub const MAX_MESSAGE_KEPT: usize = 64 * 1024;
+/// rumqttc's default for what we send over MQTT 3.1.1, kept as it was.
+const MAX_OUTGOING_V311: usize = 10 * 1024;
 
 pub enum Link {
     V311 { client: rumqttc::AsyncClient, eventloop: rumqttc::EventLoop },
@@ -54,6 +83,7 @@ impl Link {
             MqttProtocol::V311 => {
                 let mut o = rumqttc::MqttOptions::new(client_id, mqtt.host.clone(), mqtt.port);
                 o.set_keep_alive(keep_alive).set_clean_session(true).set_transport(transport);
+                o.set_max_packet_size(MAX_INCOMING_V311, MAX_OUTGOING_V311);
                 o.set_last_will(rumqttc::LastWill::new(will_topic, will_payload, QoS::AtLeastOnce, true));
                 if let Some((u, p)) = credentials {
                     o.set_credentials(u, p);
@@ -66,6 +96,7 @@ impl Link {
                 use rumqttc::v5::mqttbytes::{v5::LastWill, QoS as QoS5};
                 let mut o = rumqttc::v5::MqttOptions::new(client_id, mqtt.host.clone(), mqtt.port);
                 o.set_keep_alive(keep_alive).set_clean_start(true).set_transport(transport);
+                o.set_max_packet_size(Some(MAX_INCOMING_V5));
                 o.set_last_will(LastWill::new(will_topic, will_payload, QoS5::AtLeastOnce, true, None));
                 if let Some((u, p)) = credentials {
                     o.set_credentials(u, p);
@@ -77,21 +108,19 @@ impl Link {
         })
     }
 
-    /// The next event. Errors are connection failures, as text a person can act on.
-    pub async fn poll(&mut self) -> Result<LinkEvent, String> {
+    /// The next event. Errors are connection failures.
+    pub async fn poll(&mut self) -> Result<LinkEvent, LinkFailure> {
         match self {
             Link::V311 { eventloop, .. } => {
                 use rumqttc::{Event, Packet};
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(a))) => Ok(LinkEvent::Connected { session_present: a.session_present }),
                     Ok(Event::Incoming(Packet::PubAck(a))) => Ok(LinkEvent::PubAck(a.pkid)),
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        Ok(LinkEvent::Message { topic: p.topic, payload: p.payload.to_vec() })
-                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => Ok(message(p.topic, &p.payload, p.retain)),
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Ok(LinkEvent::Sent(pkid)),
                     Ok(Event::Outgoing(Outgoing::Disconnect)) => Ok(LinkEvent::Disconnected),
                     Ok(_) => Ok(LinkEvent::Other),
-                    Err(e) => Err(describe_v311(&e)),
+                    Err(e) => Err(LinkFailure { oversized_incoming: is_oversized_v311(&e), text: describe_v311(&e) }),
                 }
             }
             Link::V5 { eventloop, .. } => {
@@ -100,14 +129,13 @@ impl Link {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(a))) => Ok(LinkEvent::Connected { session_present: a.session_present }),
                     Ok(Event::Incoming(Packet::PubAck(a))) => Ok(LinkEvent::PubAck(a.pkid)),
-                    Ok(Event::Incoming(Packet::Publish(p))) => Ok(LinkEvent::Message {
-                        topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                        payload: p.payload.to_vec(),
-                    }),
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        Ok(message(String::from_utf8_lossy(&p.topic).into_owned(), &p.payload, p.retain))
+                    }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Ok(LinkEvent::Sent(pkid)),
                     Ok(Event::Outgoing(Outgoing::Disconnect)) => Ok(LinkEvent::Disconnected),
                     Ok(_) => Ok(LinkEvent::Other),
-                    Err(e) => Err(describe_tls(e.to_string())),
+                    Err(e) => Err(LinkFailure { oversized_incoming: false, text: describe_tls(e.to_string()) }),
                 }
             }
         }
@@ -120,10 +148,27 @@ impl Link {
         }
     }
 
-    pub fn try_subscribe(&self, topic: &str) -> Result<(), Full> {
+    /// Subscribes to these exact topics at QoS 1. Over MQTT 5 the broker is asked not to send
+    /// their retained messages at all (Retain Handling 2) and to keep the retain flag of live
+    /// ones (Retain As Published); over 3.1.1 it sends them at subscribe, and the publisher
+    /// ignores what arrives flagged as retained.
+    pub fn try_subscribe(&self, topics: &[String]) -> Result<(), Full> {
         match self {
-            Link::V311 { client, .. } => client.try_subscribe(topic, QoS::AtLeastOnce).map_err(|_| Full),
-            Link::V5 { client, .. } => client.try_subscribe(topic, qos5(QoS::AtLeastOnce)).map_err(|_| Full),
+            Link::V311 { client, .. } => client
+                .try_subscribe_many(topics.iter().map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce)))
+                .map_err(|_| Full),
+            Link::V5 { client, .. } => {
+                use rumqttc::v5::mqttbytes::v5::{Filter, RetainForwardRule};
+                let filters = topics.iter().map(|t| {
+                    let mut f = Filter::new(t.clone(), qos5(QoS::AtLeastOnce));
+                    f.retain_forward_rule = RetainForwardRule::Never;
+                    // Retain As Published: a live message keeps the retain flag it was sent
+                    // with, so one published retained is ignored here too.
+                    f.preserve_retain = true;
+                    f
+                });
+                client.try_subscribe_many(filters).map_err(|_| Full)
+            }
         }
     }
 
@@ -133,6 +178,23 @@ impl Link {
             Link::V5 { client, .. } => client.try_disconnect().map_err(|_| Full),
         }
     }
+}
+
+/// An incoming PUBLISH as an event: small ones copied, large ones only named.
+fn message(topic: String, payload: &[u8], retained: bool) -> LinkEvent {
+    if payload.len() > MAX_MESSAGE_KEPT {
+        LinkEvent::Oversized { topic, len: payload.len() }
+    } else {
+        LinkEvent::Message { topic, payload: payload.to_vec(), retained }
+    }
+}
+
+fn is_oversized_v311(e: &rumqttc::ConnectionError) -> bool {
+    use rumqttc::{ConnectionError, StateError};
+    matches!(
+        e,
+        ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(_)))
+    )
 }
 
 /// TCP_NODELAY: every result is one small write, and Nagle's algorithm would hold it back while

@@ -9,6 +9,7 @@
 //! - `cmd/<name>` in, `reply/<name>` out: remote commands.
 //! - `frame/<result_id>`: a downscaled JPEG, only when `mqtt.publish_frames`.
 
+mod incoming;
 mod link;
 pub mod outbox;
 pub mod payload;
@@ -17,6 +18,7 @@ mod publisher;
 pub use link::{tls_client_config, LinkError};
 pub use publisher::{start, CommandReply, DaemonRequest, FrameImage, Mode, PublisherHandle, Shared};
 
+use crate::commands::CommandName;
 use crate::config::Config;
 
 /// The topic names for one station.
@@ -27,8 +29,11 @@ pub struct Topics {
     pub state: String,
     pub status: String,
     pub stats: String,
-    /// The subscription for commands: `<base>/cmd/+`.
-    pub commands: String,
+    /// The exact command topics subscribed to, `<base>/cmd/<name>` for each known command
+    /// (never a wildcard: see [`CommandName::ALL`]).
+    pub commands: Vec<String>,
+    /// `<base>/cmd/`: a message's command name is what follows it.
+    pub command_prefix: String,
     base: String,
 }
 
@@ -41,7 +46,8 @@ impl Topics {
             state: format!("{base}/state"),
             status: format!("{base}/status"),
             stats: format!("{base}/stats"),
-            commands: format!("{base}/cmd/+"),
+            commands: CommandName::ALL.iter().map(|c| format!("{base}/cmd/{}", c.as_str())).collect(),
+            command_prefix: format!("{base}/cmd/"),
             base,
         }
     }

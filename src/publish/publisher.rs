@@ -19,7 +19,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::link::{Link, LinkError, LinkEvent};
+use super::link::{Link, LinkError, LinkEvent, LinkFailure};
+use super::incoming::{CommandGate, Verdict};
 use super::outbox::{Dropped, Message, MessageKind, Outbox};
 use super::{Topics, STATUS_OFFLINE, STATUS_ONLINE};
 use crate::commands::{self, CommandName, Control, Reply};
@@ -136,6 +137,7 @@ pub fn start(
         connected: connected_tx,
         broker: format!("{}:{}", config.mqtt.host, config.mqtt.port),
         requests,
+        gate: CommandGate::default(),
     };
     let task = tokio::spawn(publisher.run(frames, replies_rx, mode_rx, stats_every));
     Ok(PublisherHandle { connected, mode, task, replies, heartbeat })
@@ -159,6 +161,8 @@ struct Publisher {
     connected: watch::Sender<bool>,
     broker: String,
     requests: mpsc::Sender<DaemonRequest>,
+    /// Which incoming messages are commands to obey (see `incoming.rs`).
+    gate: CommandGate,
 }
 
 /// The state a `status` command and the `stats` topic report.
@@ -328,7 +332,7 @@ impl Publisher {
 
     /// Handles one event loop outcome. Returns how long to wait before polling again after a
     /// connection error.
-    fn on_event(&mut self, event: Result<LinkEvent, String>, backoff: &mut Duration) -> Option<Duration> {
+    fn on_event(&mut self, event: Result<LinkEvent, LinkFailure>, backoff: &mut Duration) -> Option<Duration> {
         match event {
             Ok(LinkEvent::Connected { session_present }) => {
                 tracing::info!(broker = %self.broker, session_present, "connected to MQTT broker");
@@ -341,7 +345,9 @@ impl Publisher {
                 }
                 let online = self.status(STATUS_ONLINE);
                 self.outbox.push_front(online);
-                let _ = self.link.try_subscribe(&self.topics.commands);
+                if self.gate.may_subscribe(std::time::Instant::now()) {
+                    let _ = self.link.try_subscribe(&self.topics.commands);
+                }
                 let _ = self.connected.send(true);
                 *backoff = FIRST_BACKOFF;
                 None
@@ -363,15 +369,43 @@ impl Publisher {
                 self.outbox.on_outgoing_publish(pkid);
                 None
             }
-            Ok(LinkEvent::Message { topic, payload }) => {
-                if let Some(name) = topic.strip_prefix(self.topics.commands.trim_end_matches('+')) {
-                    let name = name.to_string();
-                    self.on_command(&name, &payload);
+            Ok(LinkEvent::Message { topic, payload, retained }) => {
+                match self.gate.on_message(&self.topics.command_prefix, &topic, retained, &payload) {
+                    Verdict::Obey(name) => self.on_command(&name, &payload),
+                    Verdict::IgnoreRetained { first } => {
+                        Stats::inc(&self.shared.stats.commands_ignored_retained);
+                        if first {
+                            tracing::warn!(
+                                topic = %topic.chars().take(128).collect::<String>(),
+                                "ignored a retained message on a command topic: commands are never taken from retained messages (delete it: mosquitto_pub -r -n -t <topic>)"
+                            );
+                        }
+                    }
+                    Verdict::IgnoreEmpty | Verdict::NotACommand => Stats::inc(&self.shared.stats.incoming_dropped),
+                }
+                None
+            }
+            Ok(LinkEvent::Oversized { topic, len }) => {
+                Stats::inc(&self.shared.stats.incoming_dropped);
+                if self.gate.log_oversized() {
+                    tracing::warn!(
+                        topic = %topic.chars().take(128).collect::<String>(),
+                        "dropped an incoming message of {len} bytes (commands are at most {} bytes)", commands::MAX_PAYLOAD
+                    );
                 }
                 None
             }
             Ok(LinkEvent::Disconnected | LinkEvent::Other) => None,
-            Err(e) => {
+            Err(LinkFailure { text: e, oversized_incoming }) => {
+                if oversized_incoming {
+                    Stats::inc(&self.shared.stats.incoming_dropped);
+                    let off_for = self.gate.on_oversized_packet(std::time::Instant::now());
+                    tracing::error!(
+                        broker = %self.broker,
+                        "the broker sent a packet over {} bytes, which cost the connection (MQTT 3.1.1 cannot skip it); most likely a retained message on a command topic. Commands are off for {} s so that it is not fetched again at every reconnect; results still go out. Delete that retained message, or use mqtt.protocol = \"v5\" (the broker then drops such messages for us)",
+                        super::link::MAX_INCOMING_V311, off_for.as_secs()
+                    );
+                }
                 if self.is_connected() {
                     tracing::warn!(broker = %self.broker, "lost the MQTT broker: {e}; reconnecting");
                 } else if *backoff <= FIRST_BACKOFF {

@@ -261,6 +261,15 @@ fn retained_commands_are_ignored(protocol: &str) {
     std::thread::sleep(Duration::from_secs(1));
     let before = classified();
     assert!(wait_until(Duration::from_secs(5), || classified() >= before + 5), "paused by deleting a retained command");
+    // A live 10 MiB message on a command topic is read and dropped, not the connection.
+    let ten = work.path().join("ten");
+    std::fs::write(&ten, vec![b'x'; 10 * 1024 * 1024]).expect("write");
+    let sent = Command::new(find_program("mosquitto_pub"))
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-t", &cmd("capture"), "-f"])
+        .arg(&ten)
+        .status()
+        .expect("mosquitto_pub");
+    assert!(sent.success());
     // Live commands still work, and the connection never dropped.
     assert!(publish(&broker, &cmd("status"), r#"{"request_id":"live"}"#, &[]));
     assert!(wait_until(Duration::from_secs(5), || !sub.on(&format!("{station}/reply/status")).is_empty()), "{}", daemon.log_text());
@@ -312,9 +321,11 @@ fn a_retained_message_too_large_to_read_costs_one_reconnect_not_a_storm() {
     let log = daemon.log_text();
     assert!(reconnects(&log) <= 1, "{} reconnects:\n{log}", reconnects(&log));
     assert!(log.contains("Commands are off"), "{log}");
-    let (ids, dups) = sub.result_ids();
-    assert_eq!(dups, 0, "duplicate deliveries");
-    assert!(ids.len() >= 30, "results keep flowing: {}", ids.len());
+    assert!(wait_until(Duration::from_secs(20), || sub.result_ids().0.len() >= 30), "results keep flowing: {:?}", sub.result_ids().0.len());
+    // The one reconnect may resend what was in flight then (QoS 1's normal duplicates), no more.
+    let (_, dups) = sub.result_ids();
+    assert!(dups <= 2, "{dups} duplicate deliveries");
+    assert!(reconnects(&daemon.log_text()) <= 1, "{}", daemon.log_text());
     daemon.signal("-TERM");
     assert!(daemon.wait(Duration::from_secs(8)).expect("exits").success());
 }

@@ -1,10 +1,17 @@
-//! The pipeline threads: source -> preprocess -> [bounded queue] -> engine -> postprocess ->
-//! publisher channel.
+//! The pipeline threads: source -> checks -> preprocess -> [bounded queue] -> engine ->
+//! examination -> spool (and the viewer, the log, the counters; the publisher reads the spool).
 //!
-//! Capture, decode and preprocessing run on the *capture thread*; the engine and postprocessing
-//! on the *inference thread*. While the model works on frame N the capture thread already
-//! prepares frame N+1, so throughput approaches 1 / invoke time. The queue between them is
-//! small and drops the oldest frame when full (or waits, for a lossless replay).
+//! Capture, decode, the per-frame checks and preprocessing run on the *capture thread*; the
+//! engine, the examination and spooling on the *inference thread*. While the model works on
+//! frame N the capture thread already prepares frame N+1, so throughput approaches 1 / invoke
+//! time. The queue between them is small and drops the oldest frame when full (or waits, for a
+//! lossless replay).
+//!
+//! In `continuous` mode (the synthetic source, batch replays) every frame is classified and
+//! spooled as a classification. In `auto` / `manual` (the camera, paced replays) the checks
+//! decide which frames are worth the model, the examination turns the classified frames of one
+//! lesion into one assessment, and the station state (idle, hold steady, assessing, ...) is
+//! handed to the publisher on every change.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;

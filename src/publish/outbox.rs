@@ -18,7 +18,8 @@ use rumqttc::QoS;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum MessageKind {
-    /// A classification result: spool entry `number`, removed from the spool on PUBACK.
+    /// A spooled result (a classification or an assessment): spool entry `number`, removed
+    /// from the spool on PUBACK.
     Result { number: u64 },
     /// The retained online/offline status.
     Status,

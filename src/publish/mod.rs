@@ -14,6 +14,7 @@ mod link;
 pub mod outbox;
 pub mod payload;
 mod publisher;
+mod state_throttle;
 
 pub use link::{tls_client_config, LinkError};
 pub use publisher::{start, CommandReply, DaemonRequest, FrameImage, Mode, PublisherHandle, Shared};

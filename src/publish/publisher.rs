@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::link::{Link, LinkError, LinkEvent, LinkFailure};
+use super::state_throttle::StateThrottle;
 use super::incoming::{CommandGate, Verdict};
 use super::outbox::{Dropped, Message, MessageKind, Outbox};
 use super::{Topics, STATUS_OFFLINE, STATUS_ONLINE};
@@ -105,8 +106,6 @@ pub struct Shared {
     pub states: watch::Receiver<Option<Vec<u8>>>,
 }
 
-/// State messages are published on every change, but at most this often (the newest wins).
-const STATE_MIN_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Starts the publisher: it connects in the background (retrying with backoff) and publishes
 /// what the spool holds and what arrives.
@@ -436,25 +435,19 @@ impl Publisher {
         // note on connecting below).
         let mut beat_tick = tokio::time::interval_at(Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
         let spool = self.shared.spool.clone();
-        let mut states = self.shared.states.clone();
-        // A state to publish (changed, or the broker is back), and when the next may go.
-        let mut state_due = true;
-        let mut state_next_at = Instant::now();
-        let mut states_open = true;
-        // The state last handed to the outbox, to know when the latest one is out.
-        let mut state_enqueued: Option<Vec<u8>> = None;
+        let mut state = StateThrottle::new(self.shared.states.clone());
         loop {
             self.heartbeat.beat();
-            if state_due && self.is_connected() && Instant::now() >= state_next_at {
-                state_due = false;
-                state_next_at = Instant::now() + STATE_MIN_INTERVAL;
-                let latest = states.borrow_and_update().clone();
-                if let Some(payload) = latest.clone() {
-                    self.enqueue(Message { kind: MessageKind::State, topic: self.topics.state.clone(), payload, qos: QoS::AtLeastOnce, retain: true });
+            if self.is_connected() {
+                if let Some(latest) = state.take(Instant::now()) {
+                    if let Some(payload) = latest {
+                        self.enqueue(Message { kind: MessageKind::State, topic: self.topics.state.clone(), payload, qos: QoS::AtLeastOnce, retain: true });
+                    }
                 }
-                state_enqueued = latest;
             }
             let was_connected = self.is_connected();
+            // A connection attempt is under way: see the note on `select!` below.
+            let connecting = !was_connected && retry_at.is_none();
             self.fill_from_spool();
             self.submit_waiting();
             let current = *mode.borrow();
@@ -462,8 +455,7 @@ impl Publisher {
             // ends seconds after it clears the retained state, and a screen must not keep
             // showing a stale one. While disconnected there is no waiting for it: the next start
             // publishes its own state.
-            let state_settled = !self.is_connected()
-                || (!state_due && *states.borrow() == state_enqueued && !self.outbox.has_unacked(&MessageKind::State));
+            let state_settled = !self.is_connected() || state.settled(self.outbox.has_unacked(&MessageKind::State));
             let done = spool.is_empty() && self.outbox.unacked_results() == 0 && state_settled;
             if current != Mode::Running && done {
                 break;
@@ -473,26 +465,25 @@ impl Publisher {
                 tracing::warn!("stopping with {left} result(s) not yet acknowledged; they stay in the spool for the next start");
                 break;
             }
+            let state_wait = state.wait_until(Instant::now()).filter(|_| self.is_connected());
+            // While a connection attempt is under way (`connecting`), only the link is polled,
+            // plus what ends the run (a mode change, the shutdown deadline): rumqttc's poll is not
+            // cancel-safe before CONNACK, and a poll dropped for another arm drops the half-open
+            // connection (the broker then publishes our will, `offline`). Every other arm is
+            // guarded by `connected`, `retry_at` (waiting out a backoff, no poll under way) or
+            // `!connecting`. Stopping may abandon a half-open connection: we are going away.
             tokio::select! {
                 event = self.link.poll(), if retry_at.is_none() => {
                     retry_at = self.on_event(event, &mut backoff).map(|wait| Instant::now() + wait);
                     if !was_connected && self.is_connected() {
-                        state_due = true; // the broker may have lost it, or missed changes
+                        state.mark_due(); // the broker may have lost it, or missed changes
                     }
                 }
-                changed = states.changed(), if !state_due && states_open => {
-                    match changed {
-                        Ok(()) => state_due = true,
-                        Err(_) => states_open = false, // the daemon is going away
-                    }
-                }
-                _ = tokio::time::sleep_until(state_next_at), if state_due && self.is_connected() && Instant::now() < state_next_at => {}
+                () = state.changed(), if state.watching() && !connecting => {}
+                _ = tokio::time::sleep_until(state_wait.unwrap_or_else(Instant::now)), if state_wait.is_some() => {}
                 _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
                     retry_at = None;
                 }
-                // While (re)connecting only the link is polled: rumqttc's poll is not cancel-safe
-                // before CONNACK, and a poll dropped for another arm drops the half-open
-                // connection (the broker then publishes our will, `offline`).
                 _ = spool.appended.notified(), if self.is_connected() => {}
                 (session, batch) = next_spool_read(&mut self.reading), if self.reading.is_some() && self.is_connected() => {
                     self.reading = None;

@@ -103,22 +103,42 @@ enum Command {
     },
 }
 
-fn origin(path: Option<PathBuf>) -> ConfigOrigin {
-    path.map_or(ConfigOrigin::Embedded, ConfigOrigin::File)
+/// Why a command failed: the message for the person at the terminal (or the journal), and the
+/// exit status.
+struct Failure {
+    message: String,
+    code: ExitCode,
+    /// Also log it (`run`: its log goes to the journal, which is where an operator looks).
+    log: bool,
 }
 
-fn load_config(origin: &ConfigOrigin) -> Result<Config, ExitCode> {
-    Config::load(origin).map_err(|e| {
-        eprintln!("lesiond: {e}");
-        ExitCode::from(2)
-    })
+impl Failure {
+    /// A runtime failure: exit status 1.
+    fn runtime(message: impl std::fmt::Display) -> Failure {
+        Failure { message: message.to_string(), code: ExitCode::FAILURE, log: false }
+    }
+
+    /// A bad configuration: exit status 2.
+    fn config(message: impl std::fmt::Display) -> Failure {
+        Failure { message: message.to_string(), code: ExitCode::from(2), log: false }
+    }
 }
 
 fn main() -> ExitCode {
     one_malloc_arena();
     let args = Args::parse();
-    match run(args) {
-        Ok(code) | Err(code) => code,
+    // The one place that reports a failure.
+    match try_main(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure { message, code, log }) => {
+            if log {
+                tracing::error!("{message}");
+            }
+            if !message.is_empty() {
+                eprintln!("lesiond: {message}");
+            }
+            code
+        }
     }
 }
 
@@ -135,124 +155,115 @@ fn one_malloc_arena() {
     }
 }
 
-fn run(args: Args) -> Result<ExitCode, ExitCode> {
+fn origin(path: Option<PathBuf>) -> ConfigOrigin {
+    path.map_or(ConfigOrigin::Embedded, ConfigOrigin::File)
+}
+
+fn load_config(origin: &ConfigOrigin) -> Result<Config, Failure> {
+    Config::load(origin).map_err(Failure::config)
+}
+
+/// The async runtime of `run` and `bench`: two workers are plenty for the publisher, the screen
+/// and the supervisor; the heavy work runs on the pipeline's own threads.
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))
+}
+
+/// The model options `classify` and `bench` take on the command line, applied once over the
+/// embedded configuration's model.
+struct ModelOverrides<'a> {
+    model: Option<&'a std::path::Path>,
+    labels: Option<&'a std::path::Path>,
+    calibration: Option<&'a std::path::Path>,
+    threads: Option<u32>,
+    engine: Option<lesiond::config::EngineKind>,
+    xnnpack: Option<bool>,
+}
+
+impl ModelOverrides<'_> {
+    fn apply(&self, base: &lesiond::config::ModelConfig) -> lesiond::config::ModelConfig {
+        let mut model = cli::model_for_classify(base, self.model, self.labels, self.calibration, self.threads);
+        if let Some(engine) = self.engine {
+            model.engine = engine;
+        }
+        if let Some(xnnpack) = self.xnnpack {
+            model.xnnpack = xnnpack;
+        }
+        model
+    }
+}
+
+fn try_main(args: Args) -> Result<(), Failure> {
     match args.command {
         Command::Run { config } => {
             let origin = origin(config);
             let config = load_config(&origin)?;
             logging::init(&config.log, false);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(|e| {
-                    eprintln!("lesiond: cannot start the async runtime: {e}");
-                    ExitCode::FAILURE
-                })?;
+            let runtime = runtime()?;
             let result = runtime.block_on(daemon::run(origin, config));
             // A stuck thread (the reason we may be failing) must not keep the process alive:
             // give blocking work a moment, then exit regardless.
             runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-            match result {
-                Ok(_) => Ok(ExitCode::SUCCESS),
-                Err(e) => {
-                    tracing::error!("{e}");
-                    eprintln!("lesiond: {e}");
-                    Err(match e {
-                        daemon::DaemonError::Config(_) => ExitCode::from(2),
-                        _ => ExitCode::FAILURE,
-                    })
-                }
-            }
+            result.map(|_| ()).map_err(|e| {
+                let failure = match e {
+                    daemon::DaemonError::Config(_) => Failure::config(&e),
+                    _ => Failure::runtime(&e),
+                };
+                Failure { log: true, ..failure }
+            })
         }
         Command::Classify { model, engine, labels, calibration, threads, xnnpack, json, images } => {
             let base = load_config(&ConfigOrigin::Embedded)?;
             logging::init(&base.log, true);
-            let mut model = cli::model_for_classify(&base.model, model.as_deref(), labels.as_deref(), calibration.as_deref(), threads);
-            if let Some(engine) = engine {
-                model.engine = engine;
-            }
-            if let Some(xnnpack) = xnnpack {
-                model.xnnpack = xnnpack;
-            }
-            match cli::classify(&model, &base.checks, &images, json) {
-                Ok(0) => Ok(ExitCode::SUCCESS),
-                Ok(n) => {
-                    eprintln!("lesiond: {n} of {} image(s) could not be classified", images.len());
-                    Err(ExitCode::FAILURE)
-                }
-                Err(e) => {
-                    eprintln!("lesiond: {e}");
-                    Err(ExitCode::FAILURE)
-                }
+            let overrides = ModelOverrides { model: model.as_deref(), labels: labels.as_deref(), calibration: calibration.as_deref(), threads, engine, xnnpack };
+            match cli::classify(&overrides.apply(&base.model), &base.checks, &images, json).map_err(Failure::runtime)? {
+                0 => Ok(()),
+                n => Err(Failure::runtime(format!("{n} of {} image(s) could not be classified", images.len()))),
             }
         }
         Command::Checks { config, images } => {
             let config = load_config(&origin(config))?;
             match cli::checks(&config.checks, &images) {
-                0 => Ok(ExitCode::SUCCESS),
-                n => {
-                    eprintln!("lesiond: {n} of {} image(s) could not be read", images.len());
-                    Err(ExitCode::FAILURE)
-                }
+                0 => Ok(()),
+                n => Err(Failure::runtime(format!("{n} of {} image(s) could not be read", images.len()))),
             }
         }
         Command::Check { config } => {
             let origin = origin(config);
             let config = load_config(&origin)?;
             println!("checking {origin}");
-            if cli::check(&config) {
-                Ok(ExitCode::SUCCESS)
-            } else {
-                Err(ExitCode::FAILURE)
-            }
+            // `check` has printed what is wrong, line by line.
+            cli::check(&config).then_some(()).ok_or_else(|| Failure::runtime(""))
         }
         Command::Bench { images, frames, threads, model, labels, calibration, xnnpack, engine, paced_fps, mqtt_host, mqtt_port, json } => {
             let base = load_config(&ConfigOrigin::Embedded)?;
             logging::init(&lesiond::config::LogConfig { level: "warn".into(), ..base.log.clone() }, true);
-            let mut model = cli::model_for_classify(&base.model, model.as_deref(), labels.as_deref(), calibration.as_deref(), None);
-            if let Some(xnnpack) = xnnpack {
-                model.xnnpack = xnnpack;
-            }
-            if let Some(engine) = engine {
-                model.engine = engine;
-            }
+            let overrides = ModelOverrides { model: model.as_deref(), labels: labels.as_deref(), calibration: calibration.as_deref(), threads: None, engine, xnnpack };
             let images = images.unwrap_or_else(|| {
                 std::env::var_os("LESIOND_DATA")
                     .map(PathBuf::from)
                     .unwrap_or_else(|| PathBuf::from("../shared/data/ham10000"))
                     .join("images")
             });
-            let opts = lesiond::bench::BenchOptions { images, frames, threads, model, mqtt_host, mqtt_port, paced_fps };
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
-                eprintln!("lesiond: cannot start the async runtime: {e}");
-                ExitCode::FAILURE
-            })?;
-            match lesiond::bench::run(&opts, &runtime) {
-                Ok(rows) if json => {
-                    for r in rows {
-                        println!("{}", serde_json::to_string(&r).unwrap_or_default());
-                    }
-                    Ok(ExitCode::SUCCESS)
+            let opts = lesiond::bench::BenchOptions { images, frames, threads, model: overrides.apply(&base.model), mqtt_host, mqtt_port, paced_fps };
+            let rows = lesiond::bench::run(&opts, &runtime()?).map_err(Failure::runtime)?;
+            if json {
+                for r in rows {
+                    println!("{}", serde_json::to_string(&r).unwrap_or_default());
                 }
-                Ok(rows) => {
-                    println!("model {}, {} frames", opts.model.path.display(), opts.frames);
-                    for r in &rows {
-                        println!("{} threads: {}", r.threads, r.engine);
-                    }
-                    print!("{}", lesiond::bench::table(&rows));
-                    Ok(ExitCode::SUCCESS)
+            } else {
+                println!("model {}, {} frames", opts.model.path.display(), opts.frames);
+                for r in &rows {
+                    println!("{} threads: {}", r.threads, r.engine);
                 }
-                Err(e) => {
-                    eprintln!("lesiond: {e}");
-                    Err(ExitCode::FAILURE)
-                }
+                print!("{}", lesiond::bench::table(&rows));
             }
+            Ok(())
         }
-        Command::Cameras => cli::cameras().map(|()| ExitCode::SUCCESS).map_err(|e| {
-            eprintln!("lesiond: {e}");
-            ExitCode::FAILURE
-        }),
+        Command::Cameras => cli::cameras().map_err(Failure::runtime),
     }
 }
-

@@ -201,7 +201,8 @@ fn run(args: Args) -> Result<ExitCode, ExitCode> {
             let origin = origin(config);
             let config = load_config(&origin)?;
             println!("checking {origin}");
-            if cli::check(&config) {
+            let files_ok = cli::check_files(&origin, &config);
+            if cli::check(&config) && files_ok {
                 Ok(ExitCode::SUCCESS)
             } else {
                 Err(ExitCode::FAILURE)

@@ -193,6 +193,11 @@ impl Spool {
             if name == FORMAT_FILE || name == REJECTED_DIR {
                 continue;
             }
+            // New entries are numbered after every name seen, whatever is there: a new entry
+            // never lands on something left in the way.
+            if let Some(number) = name.get(..20).filter(|d| d.bytes().all(|b| b.is_ascii_digit())).and_then(|d| d.parse::<u64>().ok()) {
+                state.next_number = state.next_number.max(number.saturating_add(1));
+            }
             if file_type.is_dir() {
                 tracing::warn!(dir = %path.display(), "a directory in the spool that is not the spool's; left alone");
                 continue;
@@ -370,6 +375,9 @@ impl Spool {
     /// link (anything in the way is set aside and the next name tried), then renames it into
     /// place.
     fn write_entry(&self, number: u64, bytes: &[u8]) -> std::io::Result<()> {
+        if crate::fault::spool_write_fails(number) {
+            return Err(std::io::Error::from_raw_os_error(libc::EIO)); // test-only: a dying SD card
+        }
         let path = self.path(number);
         for attempt in 0..TMP_ATTEMPTS {
             let tmp = self.tmp_path(number, attempt);
@@ -1007,7 +1015,8 @@ mod tests {
         assert_eq!((b.number, b.result_id.as_str(), b.kind), (4, "old-b", EntryKind::Assessment));
         assert_eq!(spool.stats().damaged, 1, "the broken one");
         assert!(!dir.path().join("00000000000000000003.json").exists(), "converted");
-        assert_eq!(spool.append(&result("new")).expect("append"), 5);
+        // Numbered after every name seen, the broken one's too.
+        assert_eq!(spool.append(&result("new")).expect("append"), 6);
         drop(spool);
         // Once converted, a JSON file is foreign.
         std::fs::write(dir.path().join("00000000000000000009.json"), result("dropped")).expect("write");

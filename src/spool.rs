@@ -271,7 +271,9 @@ impl Spool {
             tracing::info!(entries = state.entries.len(), bytes = state.total_bytes, "spool holds results from an earlier run; they are sent first");
         }
         // What the conversion set aside in its way.
-        state.damaged += spool.lock().damaged;
+        let (damaged, rejected) = { let s = spool.lock(); (s.damaged, s.rejected_files) };
+        state.damaged += damaged;
+        state.rejected_files += rejected;
         spool.state = Mutex::new(state);
         Ok(spool)
     }
@@ -387,8 +389,8 @@ impl Spool {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     // Not ours (a temporary name is used once): planted, or left by a kill.
                     let name = tmp.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                    let mut state = self.lock();
-                    set_aside(&self.dir, &mut state, &name, "something was in the way of a new entry");
+                    let keep = count_aside(&mut self.lock());
+                    move_aside(&self.dir, &name, "something was in the way of a new entry", keep);
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -475,9 +477,12 @@ impl Spool {
                     // Acknowledged (or dropped) meanwhile: not damaged, just gone.
                     if let Some(e) = state.entries.remove(&number) {
                         state.total_bytes -= e.bytes;
-                        let name = format!("{number:020}.{ENTRY_EXT}");
                         match failure {
-                            ReadFailure::Bad(why) => set_aside(&self.dir, &mut state, &name, &why),
+                            ReadFailure::Bad(why) => {
+                                let keep = count_aside(&mut state);
+                                drop(state);
+                                move_aside(&self.dir, &format!("{number:020}.{ENTRY_EXT}"), &why, keep);
+                            }
                             _ => {
                                 state.damaged += 1;
                                 tracing::warn!(entry = number, "skipping damaged spool entry (its file is gone)");
@@ -609,12 +614,27 @@ fn write_format_file(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Moves `name` (in `dir`) into `rejected/`, or deletes it once `rejected/` is full; counts it.
-/// Renaming moves a link itself, never its target.
-fn set_aside(dir: &Path, state: &mut State, name: &str, why: &str) {
-    let from = dir.join(name);
+/// Counts a file set aside and says whether `rejected/` has room to keep it.
+fn count_aside(state: &mut State) -> bool {
     state.damaged += 1;
-    if state.rejected_files >= REJECTED_KEEP {
+    let keep = state.rejected_files < REJECTED_KEEP;
+    if keep {
+        state.rejected_files += 1;
+    }
+    keep
+}
+
+/// [`count_aside`] and [`move_aside`], for `open` (nothing runs concurrently yet).
+fn set_aside(dir: &Path, state: &mut State, name: &str, why: &str) {
+    let keep = count_aside(state);
+    move_aside(dir, name, why, keep);
+}
+
+/// Moves `name` (in `dir`) into `rejected/`, or deletes it when `rejected/` is full. Renaming
+/// moves a link itself, never its target. File I/O: never under the spool's lock.
+fn move_aside(dir: &Path, name: &str, why: &str, keep: bool) {
+    let from = dir.join(name);
+    if !keep {
         tracing::warn!(file = %from.display(), "damaged spool entry: {why}; deleted ({REJECTED_KEEP} files are already in {REJECTED_DIR}/)");
         let _ = fs::remove_file(&from);
         return;
@@ -628,7 +648,6 @@ fn set_aside(dir: &Path, state: &mut State, name: &str, why: &str) {
     }
     match fs::rename(&from, &to) {
         Ok(()) => {
-            state.rejected_files += 1;
             tracing::warn!(file = %from.display(), kept = %to.display(), "damaged spool entry set aside, not published: {why}");
         }
         Err(e) => {

@@ -161,7 +161,7 @@ fn ood_score_times(model: &ModelConfig, engine: &dyn engine::Engine, logits: &cr
 /// The bare engine: invoke alone, on one real preprocessed frame.
 fn bare_invoke(model: &ModelConfig, first_image: &Path, invokes: usize) -> Result<(Vec<f64>, f64, crate::engine::EngineRuntime), BenchError> {
     let mut engine = engine::open(model)?;
-    let bytes = std::fs::read(first_image).map_err(|e| BenchError::Setup(e.to_string()))?;
+    let bytes = crate::fsread::read(first_image, "image", crate::fsread::limit::IMAGE).map_err(|e| BenchError::Setup(e.to_string()))?;
     let image = decode::decode_image(&bytes).map_err(|e| BenchError::Setup(e.to_string()))?;
     let input = Preprocessor::new(engine.input_spec(), false).run(&image);
     for _ in 0..5 {
@@ -181,7 +181,7 @@ fn bare_invoke(model: &ModelConfig, first_image: &Path, invokes: usize) -> Resul
 /// The out-of-distribution score's time per frame, on one real frame's features.
 fn ood_cost(model: &ModelConfig, first_image: &Path) -> Result<Option<Percentiles>, BenchError> {
     let mut engine = engine::open(model)?;
-    let bytes = std::fs::read(first_image).map_err(|e| BenchError::Setup(e.to_string()))?;
+    let bytes = crate::fsread::read(first_image, "image", crate::fsread::limit::IMAGE).map_err(|e| BenchError::Setup(e.to_string()))?;
     let image = decode::decode_image(&bytes).map_err(|e| BenchError::Setup(e.to_string()))?;
     let input = Preprocessor::new(engine.input_spec(), false).run(&image);
     let logits = engine.infer(&input)?;

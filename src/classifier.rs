@@ -101,7 +101,8 @@ impl Classifier {
             Some(path) => postprocess::load_temperature(path)?,
             None => 1.0,
         };
-        let bytes = std::fs::read(&config.path).map_err(|source| ClassifierError::Read { path: config.path.clone(), source })?;
+        let bytes = crate::fsread::read(&config.path, "model file", crate::fsread::limit::MODEL)
+            .map_err(|e| ClassifierError::Read { path: config.path.clone(), source: e.into() })?;
         let sha256 = {
             use sha2::{Digest, Sha256};
             hex::encode(Sha256::digest(&bytes))

@@ -51,7 +51,7 @@ struct ImageFailure {
 
 /// Reads and decodes an image file; the error is the message to print.
 fn read_image(path: &Path) -> Result<image::RgbImage, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let bytes = crate::fsread::read(path, "image", crate::fsread::limit::IMAGE).map_err(|e| e.to_string())?;
     source::decode::decode_image(&bytes).map_err(|e| e.to_string())
 }
 
@@ -174,6 +174,23 @@ pub fn classify(model: &ModelConfig, checks: &crate::config::ChecksConfig, image
 /// One line of `lesiond check`'s report.
 fn report(ok: bool, what: &str, detail: &str) -> bool {
     println!("{} {what}: {detail}", if ok { "ok  " } else { "FAIL" });
+    ok
+}
+
+/// Who else may read or change the secrets and the config file (`fsperm`): a line each, a
+/// warning or, for a secret anyone may write, a failure. Returns whether nothing failed.
+pub fn check_files(origin: &crate::config::ConfigOrigin, config: &Config) -> bool {
+    let found = crate::fsperm::check(origin, config);
+    if found.is_empty() {
+        return report(true, "files", "the secrets and the config file are not open to others");
+    }
+    let mut ok = true;
+    for f in found {
+        match f.severity {
+            crate::fsperm::Severity::Warning => println!("WARN files: {}", f.message),
+            crate::fsperm::Severity::Error => ok &= report(false, "files", &f.message),
+        }
+    }
     ok
 }
 

@@ -582,8 +582,8 @@ impl Config {
     pub fn load(origin: &ConfigOrigin) -> Result<Config, ConfigError> {
         let text = match origin {
             ConfigOrigin::Embedded => DEMO_TOML.to_string(),
-            ConfigOrigin::File(path) => std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.clone(), source })?,
+            ConfigOrigin::File(path) => crate::fsread::read_to_string(path, "config file", crate::fsread::limit::CONFIG)
+                .map_err(|e| ConfigError::Read { path: path.clone(), source: e.into() })?,
         };
         Self::from_toml_and_env(&text, origin, std::env::vars())
     }

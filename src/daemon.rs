@@ -35,6 +35,9 @@ pub enum DaemonError {
     Mqtt(#[from] LinkError),
     #[error(transparent)]
     Viewer(#[from] viewer::ViewerError),
+    /// A secret file anyone may write (`fsperm`).
+    #[error("{0}")]
+    UnsafeFile(String),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     /// A thread or task failed while running (its cause): exit non-zero so systemd restarts us.
@@ -100,6 +103,13 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
     // Signals first, so a SIGTERM during a slow start-up is not lost.
     let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(DaemonError::Signals)?;
 
+    // Secrets and the config file others may read or change: said before anything runs.
+    for finding in crate::fsperm::check(&origin, &config) {
+        match finding.severity {
+            crate::fsperm::Severity::Warning => tracing::warn!("{}", finding.message),
+            crate::fsperm::Severity::Error => return Err(DaemonError::UnsafeFile(finding.message)),
+        }
+    }
     let classifier = Classifier::load(&config.model)?;
     let info = classifier.info().clone();
     tracing::info!(model = %info.id, sha256 = %info.sha256, temperature = info.temperature, "{}", info.engine);
@@ -250,6 +260,12 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
         }
     }
     tracing::info!("stopped: {}", stats.summary());
+    // A result that could not be spooled is lost (counted, logged when it happened): the run
+    // did not do its job, whatever else went well.
+    let lost = Stats::get(&stats.spool_failed);
+    if lost > 0 && failure.is_none() {
+        failure = Some(format!("{lost} result(s) could not be written to the spool and were lost (results_lost_spool_write)"));
+    }
     match failure {
         Some(cause) => Err(DaemonError::Failed(cause)),
         None => Ok(stats),

@@ -11,6 +11,7 @@
 //! | `capture-panic:N` | the capture thread panics after delivering N frames |
 //! | `publisher-panic:N` | the publisher task panics after N PUBACKs of results |
 //! | `spool-fsync-delay-ms:N` | every spool fsync takes N ms longer (a slow SD card) |
+//! | `spool-write-error:N` | every spool write from entry N on fails with an I/O error (a dying SD card) |
 //! | `reload-model-delay-ms:N` | loading the model for a reload takes N ms longer (a big model on an SD card) |
 //!
 //! Unset (always, in production) every check is a compare against `None`.
@@ -29,6 +30,7 @@ pub enum Fault {
     CapturePanic(u64),
     PublisherPanic(u64),
     SpoolFsyncDelay(Duration),
+    SpoolWriteError(u64),
     ReloadModelDelay(Duration),
 }
 
@@ -56,6 +58,7 @@ fn parse(text: &str) -> Option<Fault> {
         "capture-panic" => Fault::CapturePanic(n),
         "publisher-panic" => Fault::PublisherPanic(n),
         "spool-fsync-delay-ms" => Fault::SpoolFsyncDelay(Duration::from_millis(n)),
+        "spool-write-error" => Fault::SpoolWriteError(n),
         "reload-model-delay-ms" => Fault::ReloadModelDelay(Duration::from_millis(n)),
         _ => return None,
     })
@@ -99,6 +102,11 @@ pub fn fsync_delay() -> Option<Duration> {
         Some(Fault::SpoolFsyncDelay(d)) => Some(d),
         _ => None,
     }
+}
+
+/// Whether writing spool entry `number` must fail (an I/O error, not a resource shortage).
+pub fn spool_write_fails(number: u64) -> bool {
+    matches!(get(), Some(Fault::SpoolWriteError(at)) if number >= at)
 }
 
 /// Before a reload loads its model: sleeps if so configured.

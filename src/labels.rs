@@ -33,7 +33,8 @@ pub enum LabelsError {
 
 impl Labels {
     pub fn load(path: &Path) -> Result<Labels, LabelsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LabelsError::Read { path: path.into(), source })?;
+        let text = crate::fsread::read_to_string(path, "labels file", crate::fsread::limit::MODEL_JSON)
+            .map_err(|e| LabelsError::Read { path: path.into(), source: e.into() })?;
         Self::parse(&text).map_err(|reason| LabelsError::Invalid { path: path.into(), reason })
     }
 

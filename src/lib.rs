@@ -23,6 +23,8 @@ pub mod engine;
 pub mod examination;
 pub mod fault;
 pub mod frame;
+pub mod fsperm;
+pub mod fsread;
 pub mod labels;
 pub mod logging;
 pub mod ood;

@@ -236,8 +236,9 @@ fn try_main(args: Args) -> Result<(), Failure> {
             let origin = origin(config);
             let config = load_config(&origin)?;
             println!("checking {origin}");
+            let files_ok = cli::check_files(&origin, &config);
             // `check` has printed what is wrong, line by line.
-            cli::check(&config).then_some(()).ok_or_else(|| Failure::runtime(""))
+            (cli::check(&config) && files_ok).then_some(()).ok_or_else(|| Failure::runtime(""))
         }
         Command::Bench { images, frames, threads, model, labels, calibration, xnnpack, engine, paced_fps, mqtt_host, mqtt_port, json } => {
             let base = load_config(&ConfigOrigin::Embedded)?;

@@ -119,7 +119,8 @@ pub struct OodScore {
 
 impl OodScorer {
     pub fn load(path: &Path) -> Result<Self, OodError> {
-        let text = std::fs::read_to_string(path).map_err(|source| OodError::Read { path: path.to_path_buf(), source })?;
+        let text = crate::fsread::read_to_string(path, "out-of-distribution file", crate::fsread::limit::OOD_JSON)
+            .map_err(|e| OodError::Read { path: path.to_path_buf(), source: e.into() })?;
         Self::parse(&text).map_err(|reason| OodError::Invalid { path: path.to_path_buf(), reason })
     }
 

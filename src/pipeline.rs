@@ -198,7 +198,7 @@ impl Pipeline {
             std::thread::Builder::new()
                 .name("inference".into())
                 .spawn(move || {
-                    let out = InferenceOutputs { spool: &spool, frames: publish_frames.then_some(&frames), stats: &stats, control: &control, states: &states, assessments: &assessments };
+                    let out = InferenceOutputs { spool: &spool, frames: publish_frames.then_some(&frames), stats: &stats, control: &control, states: &states, assessments: &assessments, heartbeat: &heartbeat };
                     // The engine's worker threads already exist (or start at the first invoke):
                     // what they use from here on is this pipeline's inference work.
                     let me = cputime::this_thread_id();
@@ -381,6 +381,12 @@ fn capture_loop(mut source: Box<dyn FrameSource>, mut checker: Option<FrameCheck
                     control.return_capture();
                 }
             }
+            SourceEvent::ResourceShortage { name, reason } => {
+                // Not the input's fault (e.g. no file descriptor left): counted apart from
+                // corrupt input; the source waited and reads the same input again.
+                Stats::inc(&stats.resource_retries);
+                tracing::warn!(input = %name, "cannot read it now, the system is short of a resource: {reason}; retrying");
+            }
             SourceEvent::End => {
                 if exit_when_done {
                     tracing::info!("source finished; exiting once every result is acknowledged");
@@ -402,6 +408,21 @@ struct InferenceOutputs<'a> {
     control: &'a Control,
     states: &'a tokio::sync::watch::Sender<Option<Vec<u8>>>,
     assessments: &'a AssessmentFeed,
+    /// Beaten while a spool write waits for a resource (that wait is not a hang).
+    heartbeat: &'a Heartbeat,
+}
+
+/// Spools a result; a write that fails for want of descriptors, memory or disk space is retried
+/// for up to `spool::WRITE_RETRY_FOR`, beating the heartbeat meanwhile.
+fn spool_result(out: &InferenceOutputs<'_>, json: &[u8]) -> Result<u64, crate::spool::SpoolError> {
+    out.spool.append_waiting(json, &|wait| {
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            out.heartbeat.beat();
+            std::thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
+        }
+        true
+    })
 }
 
 /// How the inference thread runs examinations.
@@ -515,7 +536,7 @@ fn spool_assessment(a: &assessment::Assessment, classifier: &Classifier, out: &I
         out.assessments.publish_preview(&a.id, jpeg);
     }
     out.assessments.publish(&json);
-    if let Err(e) = out.spool.append(&json) {
+    if let Err(e) = spool_result(out, &json) {
         Stats::inc(&out.stats.spool_failed);
         tracing::error!(assessment_id = %a.id, "assessment lost: {e}");
         return;
@@ -614,7 +635,7 @@ impl EngineRun {
         };
         // Into the spool before anything else: from here the result survives a dead broker, a
         // restart and a power cut; the publisher removes it once the broker acknowledged it.
-        if let Err(e) = out.spool.append(&json) {
+        if let Err(e) = spool_result(out, &json) {
             Stats::inc(&stats.spool_failed);
             tracing::error!(seq = item.seq, "result lost: {e}");
             return Ok(Some(frame));

@@ -33,7 +33,8 @@ pub fn load_temperature(path: &Path) -> Result<f32, CalibrationError> {
         temperature: f32,
     }
     let invalid = |reason: String| CalibrationError::Invalid { path: path.into(), reason };
-    let text = std::fs::read_to_string(path).map_err(|source| CalibrationError::Read { path: path.into(), source })?;
+    let text = crate::fsread::read_to_string(path, "calibration file", crate::fsread::limit::MODEL_JSON)
+        .map_err(|e| CalibrationError::Read { path: path.into(), source: e.into() })?;
     let c: Calibration = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
     if !(c.temperature.is_finite() && c.temperature > 0.0 && c.temperature < 100.0) {
         return Err(invalid(format!("temperature {} must be in (0, 100)", c.temperature)));

@@ -70,7 +70,8 @@ impl OperatingPoint {
     /// Reads and checks the file against the labels: every class must exist, every threshold
     /// must be a probability.
     pub fn load(path: &Path, labels: &Labels) -> Result<Self, OperatingPointError> {
-        let text = std::fs::read_to_string(path).map_err(|source| OperatingPointError::Read { path: path.into(), source })?;
+        let text = crate::fsread::read_to_string(path, "operating point file", crate::fsread::limit::MODEL_JSON)
+            .map_err(|e| OperatingPointError::Read { path: path.into(), source: e.into() })?;
         Self::parse(&text, labels).map_err(|reason| OperatingPointError::Invalid { path: path.into(), reason })
     }
 

@@ -2,28 +2,80 @@
 //! when the broker has acknowledged it (PUBACK). Results made while the broker is away simply
 //! stay; they are sent in order once it is back, after a daemon restart too.
 //!
-//! One file per result, `<number>.json`, written to a temporary name, flushed and renamed, so a
-//! power cut leaves either the whole entry or none (at worst a `.tmp` file, removed at start).
-//! A damaged entry is skipped and reported, never fatal. The spool is bounded by size and age:
-//! when full, the oldest entries are dropped and counted — never silently.
+//! One file per result, `<number>.entry`: a header line with the entry's kind (classification
+//! or assessment), the payload's length and its SHA-256, then the JSON payload. It is written
+//! to a temporary name, flushed and renamed, so a power cut leaves either the whole entry or
+//! none (at worst a `.tmp` file, removed at start). The spool is bounded by size and age: when
+//! full, the oldest entries are dropped and counted — never silently.
+//!
+//! The directory is trusted with patient data, so it is checked, not assumed (docs/security.md,
+//! "Files on disk"): it must be a real directory (not a symbolic link) owned by this user and
+//! writable by nobody else; it is made 0700 and every entry 0600 whatever the umask. A
+//! temporary file is created exclusively and never through a symbolic link (`O_CREAT | O_EXCL |
+//! O_NOFOLLOW`): something planted at its name is set aside and the write goes on under
+//! another name. An entry whose header or checksum does not hold (truncated, damaged, or a file
+//! the daemon did not write) is moved into `rejected/` (0700) and counted, never published.
+//!
+//! Upgrade from the previous format (plain `<number>.json` files): on the first start of this
+//! version in a directory (no `spool-format` file yet), each such file that parses as a
+//! classification or an assessment is rewritten as an entry, once; the `spool-format` file then
+//! marks the directory as converted, and any `.json` found later is set aside like any other
+//! foreign file.
+//!
+//! The system running short of descriptors, memory or disk space is not damage: a write that
+//! fails for that reason is retried with backoff (the result waits in memory, one at a time) for
+//! up to [`WRITE_RETRY_FOR`], and a read leaves the entry where it is for the next try.
 
 use std::collections::BTreeMap;
-use std::fs;
+use std::fs::{self, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+use sha2::{Digest, Sha256};
 
 use crate::config::SpoolConfig;
+use crate::fsread;
+
+/// An entry's file: `<number, 20 digits>.entry`.
+const ENTRY_EXT: &str = "entry";
+/// Marks a directory converted from the plain-JSON format (see the module's comment).
+const FORMAT_FILE: &str = "spool-format";
+const FORMAT_TEXT: &[u8] = b"lesiond spool 1: <number>.entry = header line (kind, length, sha256) + JSON\n";
+/// Where foreign, truncated and damaged files are moved, for someone to look at.
+const REJECTED_DIR: &str = "rejected";
+/// At most this many files are kept in `rejected/`; beyond, they are deleted (still counted).
+const REJECTED_KEEP: u64 = 1000;
+/// The first bytes of every entry.
+const MAGIC: &str = "LESIOND-SPOOL 1";
+/// A result is a few KiB; an assessment a few tens. Far above, and bounded so that reading an
+/// entry back is bounded too.
+pub const MAX_ENTRY_BYTES: u64 = 4 * 1024 * 1024;
+/// How long a write that fails for want of descriptors, memory or disk space is retried before
+/// the result is given up (and counted as lost): below the 30 s the shutdown waits for the
+/// inference thread, so a retrying write never outlives the daemon unnoticed.
+pub const WRITE_RETRY_FOR: Duration = Duration::from_secs(20);
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+const MAX_RETRY: Duration = Duration::from_secs(1);
+/// How many temporary names a write tries when something is in the way.
+const TMP_ATTEMPTS: u32 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error("cannot use spool directory {path}: {source}")]
     Dir { path: PathBuf, source: std::io::Error },
+    #[error("refusing spool directory {path}: {reason}")]
+    Unsafe { path: PathBuf, reason: String },
     #[error("cannot write spool entry {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
     #[error("result of {size} bytes is larger than the whole spool (spool.max_bytes = {max})")]
     TooLarge { size: u64, max: u64 },
+    #[error("result of {size} bytes is larger than a spool entry may be ({max} bytes)")]
+    EntryTooLarge { size: u64, max: u64 },
+    #[error("not a result: a spool entry is a JSON object with a result_id or an assessment_id")]
+    NotAResult,
 }
 
 #[derive(Debug, Clone)]
@@ -39,8 +91,12 @@ struct State {
     next_number: u64,
     /// Entries dropped because the spool was full or they were too old.
     dropped: u64,
-    /// Entries found damaged (unreadable, not a result) and removed.
+    /// Files set aside (foreign, truncated, damaged, in the way) or incomplete and removed.
     damaged: u64,
+    /// Reads and writes retried because the system was short of a resource.
+    retried: u64,
+    /// Files in `rejected/`.
+    rejected_files: u64,
 }
 
 /// Counts for `stats`.
@@ -49,7 +105,10 @@ pub struct SpoolStats {
     pub depth: usize,
     pub bytes: u64,
     pub dropped: u64,
+    /// Files set aside into `rejected/` (foreign, truncated, damaged) or incomplete and removed.
     pub damaged: u64,
+    /// Reads and writes retried because the system was short of descriptors, memory or disk.
+    pub retried: u64,
 }
 
 pub struct Spool {
@@ -73,6 +132,22 @@ pub enum EntryKind {
     Assessment,
 }
 
+impl EntryKind {
+    fn tag(self) -> &'static str {
+        match self {
+            EntryKind::Classification => "classification",
+            EntryKind::Assessment => "assessment",
+        }
+    }
+    fn from_tag(tag: &str) -> Option<EntryKind> {
+        match tag {
+            "classification" => Some(EntryKind::Classification),
+            "assessment" => Some(EntryKind::Assessment),
+            _ => None,
+        }
+    }
+}
+
 /// A spooled result, read back for publishing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpooledResult {
@@ -83,54 +158,124 @@ pub struct SpooledResult {
     pub json: Vec<u8>,
 }
 
+/// Why an entry could not be read back.
+enum ReadFailure {
+    /// Gone (acknowledged and deleted meanwhile).
+    Gone,
+    /// The system is short of a resource: the entry may be fine; try again later.
+    Resource(String),
+    /// Not an entry this daemon wrote, or no longer whole: set aside.
+    Bad(String),
+}
+
 impl Spool {
-    /// Opens (creating) the spool directory and indexes what a previous run left.
+    /// Opens (creating) the spool directory, checks that nobody else can write there, and
+    /// indexes what a previous run left, setting aside what does not check out.
     pub fn open(config: &SpoolConfig) -> Result<Spool, SpoolError> {
         let dir = config.dir.clone();
+        prepare_private_dir(&dir, true)?;
         let dir_err = |source| SpoolError::Dir { path: dir.clone(), source };
-        fs::create_dir_all(&dir).map_err(dir_err)?;
-        let mut state = State::default();
+        let rejected = dir.join(REJECTED_DIR);
+        prepare_private_dir(&rejected, false)?;
+        let mut state = State { rejected_files: fs::read_dir(&rejected).map_err(dir_err)?.count() as u64, ..State::default() };
+        let upgrading = !matches!(fs::symlink_metadata(dir.join(FORMAT_FILE)), Ok(m) if m.is_file());
+
+        let mut legacy = Vec::new();
+        let mut names: Vec<(String, fs::FileType)> = Vec::new();
         for entry in fs::read_dir(&dir).map_err(dir_err)? {
-            let Ok(entry) = entry else { continue };
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
+            let entry = entry.map_err(dir_err)?;
+            let file_type = entry.file_type().map_err(dir_err)?;
+            names.push((entry.file_name().to_string_lossy().into_owned(), file_type));
+        }
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, file_type) in names {
+            let path = dir.join(&name);
+            if name == FORMAT_FILE || name == REJECTED_DIR {
+                continue;
+            }
+            // New entries are numbered after every name seen, whatever is there: a new entry
+            // never lands on something left in the way.
+            if let Some(number) = name.get(..20).filter(|d| d.bytes().all(|b| b.is_ascii_digit())).and_then(|d| d.parse::<u64>().ok()) {
+                state.next_number = state.next_number.max(number.saturating_add(1));
+            }
+            if file_type.is_dir() {
+                tracing::warn!(dir = %path.display(), "a directory in the spool that is not the spool's; left alone");
+                continue;
+            }
             if name.ends_with(".tmp") {
                 // An entry whose write was cut short (power cut, kill): it was never complete.
+                // Removing a planted link removes the link, never its target.
                 tracing::warn!(file = %path.display(), "removing incomplete spool entry");
                 let _ = fs::remove_file(&path);
                 state.damaged += 1;
                 continue;
             }
-            let Some(number) = name.strip_suffix(".json").and_then(|n| n.parse::<u64>().ok()) else {
-                continue; // not ours
-            };
-            match fs::read(&path).ok().and_then(|bytes| parse_entry(&bytes).map(|_| bytes.len() as u64)) {
-                Some(bytes) => {
-                    let created = entry.metadata().and_then(|m| m.modified()).unwrap_or_else(|_| SystemTime::now());
-                    state.total_bytes += bytes;
-                    state.entries.insert(number, Entry { bytes, created });
-                    state.next_number = state.next_number.max(number + 1);
+            if let Some(number) = number_of(&name, ENTRY_EXT) {
+                match read_entry(&path) {
+                    Ok((_, _, json)) => {
+                        make_private_file(&path);
+                        let created = fs::symlink_metadata(&path).and_then(|m| m.modified()).unwrap_or_else(|_| SystemTime::now());
+                        state.total_bytes += json.len() as u64;
+                        state.entries.insert(number, Entry { bytes: json.len() as u64, created });
+                        state.next_number = state.next_number.max(number + 1);
+                    }
+                    Err(ReadFailure::Gone) => {}
+                    Err(ReadFailure::Resource(e)) => return Err(SpoolError::Dir { path: path.clone(), source: std::io::Error::other(e) }),
+                    Err(ReadFailure::Bad(why)) => set_aside(&dir, &mut state, &name, &why),
                 }
-                None => {
-                    tracing::warn!(file = %path.display(), "skipping damaged spool entry (not a complete result)");
+                continue;
+            }
+            match number_of(&name, "json") {
+                Some(number) if upgrading && file_type.is_file() => legacy.push((number, name)),
+                _ => set_aside(&dir, &mut state, &name, "not a spool entry (a file the daemon did not write)"),
+            }
+        }
+        let mut spool = Spool {
+            dir: dir.clone(),
+            max_bytes: config.max_bytes,
+            max_age: Duration::from_secs(config.max_age_hours.saturating_mul(3600)),
+            fsync: config.fsync,
+            fsync_delay: crate::fault::fsync_delay(),
+            state: Mutex::new(State::default()),
+            appended: tokio::sync::Notify::new(),
+        };
+        // The previous version's plain JSON entries, once (see the module's comment).
+        let mut converted = 0;
+        for (number, name) in legacy {
+            let path = dir.join(&name);
+            let parsed = fsread::read_no_follow(&path, "spool entry", MAX_ENTRY_BYTES).ok().and_then(|json| parse_entry(&json).map(|(_, kind)| (kind, json)));
+            match parsed {
+                Some((kind, json)) if !state.entries.contains_key(&number) => {
+                    spool.write_entry(number, &encode(kind, &json)).map_err(|source| SpoolError::Write { path: spool.path(number), source })?;
                     let _ = fs::remove_file(&path);
-                    state.damaged += 1;
+                    let created = SystemTime::now();
+                    state.total_bytes += json.len() as u64;
+                    state.entries.insert(number, Entry { bytes: json.len() as u64, created });
+                    state.next_number = state.next_number.max(number + 1);
+                    converted += 1;
+                }
+                _ => {
+                    tracing::warn!(file = %path.display(), "skipping damaged spool entry (not a complete result)");
+                    set_aside(&dir, &mut state, &name, "not a complete result");
                 }
             }
+        }
+        if converted > 0 {
+            tracing::info!(entries = converted, "spool: converted the previous version's entries to checksummed ones");
+        }
+        if upgrading {
+            write_format_file(&dir).map_err(dir_err)?;
         }
         state.next_number = state.next_number.max(1);
         if !state.entries.is_empty() {
             tracing::info!(entries = state.entries.len(), bytes = state.total_bytes, "spool holds results from an earlier run; they are sent first");
         }
-        Ok(Spool {
-            dir,
-            max_bytes: config.max_bytes,
-            max_age: Duration::from_secs(config.max_age_hours.saturating_mul(3600)),
-            fsync: config.fsync,
-            fsync_delay: crate::fault::fsync_delay(),
-            state: Mutex::new(state),
-            appended: tokio::sync::Notify::new(),
-        })
+        // What the conversion set aside in its way.
+        let (damaged, rejected) = { let s = spool.lock(); (s.damaged, s.rejected_files) };
+        state.damaged += damaged;
+        state.rejected_files += rejected;
+        spool.state = Mutex::new(state);
+        Ok(spool)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -138,21 +283,45 @@ impl Spool {
     }
 
     fn path(&self, number: u64) -> PathBuf {
-        self.dir.join(format!("{number:020}.json"))
+        self.dir.join(format!("{number:020}.{ENTRY_EXT}"))
+    }
+
+    fn tmp_path(&self, number: u64, attempt: u32) -> PathBuf {
+        match attempt {
+            0 => self.dir.join(format!("{number:020}.{ENTRY_EXT}.tmp")),
+            n => self.dir.join(format!("{number:020}.{n}.{ENTRY_EXT}.tmp")),
+        }
     }
 
     /// Writes a result durably. Drops (and counts) the oldest entries if the spool would exceed
-    /// its size, and entries older than its age limit.
+    /// its size, and entries older than its age limit. A write that fails for want of
+    /// descriptors, memory or disk space is retried (plain sleeps between tries; see
+    /// [`Spool::append_waiting`]).
+    pub fn append(&self, json: &[u8]) -> Result<u64, SpoolError> {
+        self.append_waiting(json, &|d| {
+            std::thread::sleep(d);
+            true
+        })
+    }
+
+    /// [`Spool::append`], with `wait(d)` between retries of a write that failed for want of a
+    /// resource: it waits `d` (the inference thread beats its heartbeat meanwhile) and says
+    /// whether to go on. After [`WRITE_RETRY_FOR`] the result is given up: `Err`, for the
+    /// caller to count as lost.
     ///
     /// The lock is held only to reserve a number and make room; the file is written, fsynced
     /// and renamed without it, so a slow SD card (hundreds of ms per fsync) never blocks the
     /// publisher, which reads and removes entries concurrently. Only the inference thread
     /// appends.
-    pub fn append(&self, json: &[u8]) -> Result<u64, SpoolError> {
+    pub fn append_waiting(&self, json: &[u8], wait: &dyn Fn(Duration) -> bool) -> Result<u64, SpoolError> {
         let size = json.len() as u64;
+        if size > MAX_ENTRY_BYTES {
+            return Err(SpoolError::EntryTooLarge { size, max: MAX_ENTRY_BYTES });
+        }
         if size > self.max_bytes {
             return Err(SpoolError::TooLarge { size, max: self.max_bytes });
         }
+        let (_, kind) = parse_entry(json).ok_or(SpoolError::NotAResult)?;
         let (number, evicted) = {
             let mut state = self.lock();
             let mut evicted = self.expire(&mut state);
@@ -167,36 +336,90 @@ impl Spool {
             (number, evicted)
         };
         unlink_all(evicted);
-        let path = self.path(number);
-        let tmp = path.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(json)?;
-            if self.fsync {
-                if let Some(delay) = self.fsync_delay {
-                    std::thread::sleep(delay); // test-only: a slow SD card
+        let bytes = encode(kind, json);
+        let started = Instant::now();
+        let mut delay = FIRST_RETRY;
+        let written = loop {
+            match self.write_entry(number, &bytes) {
+                Err(e) if fsread::is_resource_error(&e) => {
+                    let tries = {
+                        let mut state = self.lock();
+                        state.retried += 1;
+                        state.retried
+                    };
+                    if started.elapsed() >= WRITE_RETRY_FOR {
+                        break Err(e);
+                    }
+                    // Logged at the first retry and then every few seconds, not at every try.
+                    if delay == FIRST_RETRY || delay == MAX_RETRY && tries % 5 == 0 {
+                        tracing::warn!(entry = number, "cannot write a spool entry: {e}; retrying (the system is short of a resource)");
+                    }
+                    if !wait(delay) {
+                        break Err(e);
+                    }
+                    delay = (delay * 2).min(MAX_RETRY);
                 }
-                f.sync_all()?;
+                other => break other,
             }
-            fs::rename(&tmp, &path)?;
-            if self.fsync {
-                // Make the rename itself durable.
-                fs::File::open(&self.dir)?.sync_all()?;
-            }
-            Ok(())
         };
-        let written = write();
         let mut state = self.lock();
         if let Err(source) = written {
             state.total_bytes -= size;
-            drop(state);
-            let _ = fs::remove_file(&tmp);
-            return Err(SpoolError::Write { path, source });
+            return Err(SpoolError::Write { path: self.path(number), source });
         }
         state.entries.insert(number, Entry { bytes: size, created: SystemTime::now() });
         drop(state);
         self.appended.notify_one();
         Ok(number)
+    }
+
+    /// Writes entry `number` under a temporary name created exclusively, without following a
+    /// link (anything in the way is set aside and the next name tried), then renames it into
+    /// place.
+    fn write_entry(&self, number: u64, bytes: &[u8]) -> std::io::Result<()> {
+        if crate::fault::spool_write_fails(number) {
+            return Err(std::io::Error::from_raw_os_error(libc::EIO)); // test-only: a dying SD card
+        }
+        let path = self.path(number);
+        for attempt in 0..TMP_ATTEMPTS {
+            let tmp = self.tmp_path(number, attempt);
+            let opened = OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&tmp);
+            let mut f = match opened {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    // Not ours (a temporary name is used once): planted, or left by a kill.
+                    let name = tmp.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    let keep = count_aside(&mut self.lock());
+                    move_aside(&self.dir, &name, "something was in the way of a new entry", keep);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut write = || -> std::io::Result<()> {
+                // The creation mode is masked by the umask; 0600 exactly, whatever it is.
+                f.set_permissions(fs::Permissions::from_mode(0o600))?;
+                f.write_all(bytes)?;
+                if self.fsync {
+                    if let Some(delay) = self.fsync_delay {
+                        std::thread::sleep(delay); // test-only: a slow SD card
+                    }
+                    f.sync_all()?;
+                }
+                // A rename replaces whatever is at `path` (a link too), never writing through it.
+                fs::rename(&tmp, &path)?;
+                if self.fsync {
+                    // Make the rename itself durable.
+                    fs::File::open(&self.dir)?.sync_all()?;
+                }
+                Ok(())
+            };
+            let result = write();
+            if result.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            return result;
+        }
+        Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("every temporary name for entry {number} was taken")))
     }
 
     /// Drops entries older than the age limit; returns their files, to be removed once the
@@ -223,9 +446,11 @@ impl Spool {
         Some(self.path(number))
     }
 
-    /// The oldest entry after `after` (or the oldest of all), read from disk. Damaged entries on
-    /// the way are removed and counted. Blocking file I/O: the publisher calls it off the async
-    /// workers (see [`Spool::read_batch`]).
+    /// The oldest entry after `after` (or the oldest of all), read from disk and checked.
+    /// Entries that do not check out are set aside and counted. When the system is short of
+    /// descriptors or memory, returns `None` after a short pause, leaving the entry for the
+    /// next call. Blocking file I/O: the publisher calls it off the async workers (see
+    /// [`Spool::read_batch`]).
     pub fn next_after(&self, after: Option<u64>) -> Option<SpooledResult> {
         let mut at = after;
         loop {
@@ -238,18 +463,31 @@ impl Spool {
                 unlink_all(expired);
                 next?
             };
-            let parsed = fs::read(self.path(number)).ok().and_then(|bytes| parse_entry(&bytes).map(|id| (id, bytes)));
-            match parsed {
-                Some(((result_id, kind), json)) => return Some(SpooledResult { number, result_id, kind, json }),
-                None => {
+            match read_entry(&self.path(number)) {
+                Ok((result_id, kind, json)) => return Some(SpooledResult { number, result_id, kind, json }),
+                Err(ReadFailure::Resource(e)) => {
+                    self.lock().retried += 1;
+                    tracing::warn!(entry = number, "cannot read a spool entry: {e}; it stays, retrying");
+                    // The publisher asks again at once: do not let it spin.
+                    std::thread::sleep(Duration::from_millis(100));
+                    return None;
+                }
+                Err(failure) => {
                     let mut state = self.lock();
                     // Acknowledged (or dropped) meanwhile: not damaged, just gone.
                     if let Some(e) = state.entries.remove(&number) {
                         state.total_bytes -= e.bytes;
-                        state.damaged += 1;
-                        tracing::warn!(entry = number, "skipping damaged spool entry");
-                        drop(state);
-                        let _ = fs::remove_file(self.path(number));
+                        match failure {
+                            ReadFailure::Bad(why) => {
+                                let keep = count_aside(&mut state);
+                                drop(state);
+                                move_aside(&self.dir, &format!("{number:020}.{ENTRY_EXT}"), &why, keep);
+                            }
+                            _ => {
+                                state.damaged += 1;
+                                tracing::warn!(entry = number, "skipping damaged spool entry (its file is gone)");
+                            }
+                        }
                     }
                     at = Some(number);
                 }
@@ -295,7 +533,7 @@ impl Spool {
 
     pub fn stats(&self) -> SpoolStats {
         let s = self.lock();
-        SpoolStats { depth: s.entries.len(), bytes: s.total_bytes, dropped: s.dropped, damaged: s.damaged }
+        SpoolStats { depth: s.entries.len(), bytes: s.total_bytes, dropped: s.dropped, damaged: s.damaged, retried: s.retried }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -305,6 +543,182 @@ impl Spool {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Makes `dir` (the spool, or its `rejected/`) a private directory of this user: created 0700
+/// if missing; refused if it is a symbolic link, not a directory, owned by another user, or
+/// writable by group or others; made 0700 if others may only read it (the previous version
+/// made it 0755).
+fn prepare_private_dir(dir: &Path, create_parents: bool) -> Result<(), SpoolError> {
+    let unsafe_dir = |reason: String| SpoolError::Unsafe { path: dir.to_path_buf(), reason };
+    let dir_err = |source| SpoolError::Dir { path: dir.to_path_buf(), source };
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(unsafe_dir("it is a symbolic link; give the real directory (results must not go where a link points)".into()))
+        }
+        Ok(m) if !m.is_dir() => return Err(unsafe_dir("it is not a directory".into())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent().filter(|p| create_parents && !p.as_os_str().is_empty()) {
+                fs::create_dir_all(parent).map_err(dir_err)?;
+            }
+            match fs::DirBuilder::new().mode(0o700).create(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(dir_err(e)),
+            }
+        }
+        Err(e) => return Err(dir_err(e)),
+    }
+    // Checked on the open directory, not the path: what is checked is what is used.
+    let handle = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)
+        .map_err(|e| if e.raw_os_error() == Some(libc::ELOOP) { unsafe_dir("it is a symbolic link".into()) } else { dir_err(e) })?;
+    let meta = handle.metadata().map_err(dir_err)?;
+    // SAFETY: geteuid cannot fail and has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(unsafe_dir(format!("it is owned by uid {}, not by this user (uid {me}): whoever owns it can read and plant results", meta.uid())));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(unsafe_dir(format!(
+            "it is writable by group or others (mode {mode:04o}): anyone who can write there can plant or remove results; make it private (chmod 700) after checking what is in it"
+        )));
+    }
+    if mode != 0o700 {
+        handle.set_permissions(fs::Permissions::from_mode(0o700)).map_err(dir_err)?;
+        tracing::warn!(dir = %dir.display(), "spool directory was mode {mode:04o}; made it 0700 (results are private)");
+    }
+    Ok(())
+}
+
+/// Takes away group and other access from an entry left by an earlier version or run.
+fn make_private_file(path: &Path) {
+    let opened = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path);
+    if let Ok(f) = opened {
+        if f.metadata().is_ok_and(|m| m.is_file() && m.mode() & 0o077 != 0) {
+            let _ = f.set_permissions(fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
+fn write_format_file(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join(FORMAT_FILE);
+    match OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&path) {
+        Ok(mut f) => f.write_all(FORMAT_TEXT),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Counts a file set aside and says whether `rejected/` has room to keep it.
+fn count_aside(state: &mut State) -> bool {
+    state.damaged += 1;
+    let keep = state.rejected_files < REJECTED_KEEP;
+    if keep {
+        state.rejected_files += 1;
+    }
+    keep
+}
+
+/// [`count_aside`] and [`move_aside`], for `open` (nothing runs concurrently yet).
+fn set_aside(dir: &Path, state: &mut State, name: &str, why: &str) {
+    let keep = count_aside(state);
+    move_aside(dir, name, why, keep);
+}
+
+/// Moves `name` (in `dir`) into `rejected/`, or deletes it when `rejected/` is full. Renaming
+/// moves a link itself, never its target. File I/O: never under the spool's lock.
+fn move_aside(dir: &Path, name: &str, why: &str, keep: bool) {
+    let from = dir.join(name);
+    if !keep {
+        tracing::warn!(file = %from.display(), "damaged spool entry: {why}; deleted ({REJECTED_KEEP} files are already in {REJECTED_DIR}/)");
+        let _ = fs::remove_file(&from);
+        return;
+    }
+    let rejected = dir.join(REJECTED_DIR);
+    let mut to = rejected.join(name);
+    let mut n = 1;
+    while fs::symlink_metadata(&to).is_ok() && n < 1000 {
+        to = rejected.join(format!("{name}.{n}"));
+        n += 1;
+    }
+    match fs::rename(&from, &to) {
+        Ok(()) => {
+            tracing::warn!(file = %from.display(), kept = %to.display(), "damaged spool entry set aside, not published: {why}");
+        }
+        Err(e) => {
+            tracing::warn!(file = %from.display(), "damaged spool entry: {why}; cannot set it aside ({e}), deleting it");
+            let _ = fs::remove_file(&from);
+        }
+    }
+}
+
+/// `<20 digits>.<ext>` → the number.
+fn number_of(name: &str, ext: &str) -> Option<u64> {
+    let digits = name.strip_suffix(ext)?.strip_suffix('.')?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
+}
+
+/// The checksum covers the kind and the payload, so neither can be changed alone.
+fn checksum(kind: EntryKind, json: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(kind.tag().as_bytes());
+    h.update(b"\n");
+    h.update(json);
+    hex::encode(h.finalize())
+}
+
+/// `LESIOND-SPOOL 1 <kind> <length> <sha256>\n<payload>`.
+fn encode(kind: EntryKind, json: &[u8]) -> Vec<u8> {
+    let header = format!("{MAGIC} {} {} {}\n", kind.tag(), json.len(), checksum(kind, json));
+    let mut bytes = Vec::with_capacity(header.len() + json.len());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(json);
+    bytes
+}
+
+/// Checks an entry's header, length and checksum and that its payload is the result its
+/// header says; returns the payload and its kind.
+fn decode(bytes: &[u8]) -> Result<(EntryKind, &[u8]), String> {
+    let newline = bytes.iter().take(160).position(|&b| b == b'\n').ok_or("no spool header (a file the daemon did not write)")?;
+    let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| "no spool header")?;
+    let rest = header.strip_prefix(MAGIC).and_then(|r| r.strip_prefix(' ')).ok_or("no spool header (a file the daemon did not write)")?;
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let [tag, len, sum] = fields[..] else { return Err("malformed spool header".into()) };
+    let kind = EntryKind::from_tag(tag).ok_or("unknown entry kind")?;
+    let len: usize = len.parse().map_err(|_| "malformed spool header")?;
+    let json = &bytes[newline + 1..];
+    if json.len() != len {
+        return Err(format!("truncated or extended: {} payload bytes, the header says {len}", json.len()));
+    }
+    if checksum(kind, json) != sum {
+        return Err("checksum mismatch (damaged or altered)".into());
+    }
+    match parse_entry(json) {
+        Some((_, k)) if k == kind => Ok((kind, json)),
+        _ => Err("the payload is not the result its header says".into()),
+    }
+}
+
+/// Reads and checks an entry's file (a link is refused, not followed).
+fn read_entry(path: &Path) -> Result<(String, EntryKind, Vec<u8>), ReadFailure> {
+    let mut bytes = match fsread::read_no_follow(path, "spool entry", MAX_ENTRY_BYTES + 200) {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return Err(ReadFailure::Gone),
+        Err(e) if e.is_resource() => return Err(ReadFailure::Resource(e.to_string())),
+        Err(e) => return Err(ReadFailure::Bad(e.reason())),
+    };
+    let (kind, start) = match decode(&bytes) {
+        Ok((kind, json)) => (kind, bytes.len() - json.len()),
+        Err(why) => return Err(ReadFailure::Bad(why)),
+    };
+    let json = bytes.split_off(start);
+    let (id, _) = parse_entry(&json).ok_or_else(|| ReadFailure::Bad("not a result".into()))?;
+    Ok((id, kind, json))
 }
 
 /// Deletes an acknowledged or dropped entry's file.
@@ -322,7 +736,7 @@ fn unlink_all(paths: Vec<PathBuf>) {
     }
 }
 
-/// A spool entry is a complete JSON classification with a `result_id` or assessment with an
+/// A result is a complete JSON classification with a `result_id` or assessment with an
 /// `assessment_id`; returns the id and which.
 fn parse_entry(bytes: &[u8]) -> Option<(String, EntryKind)> {
     #[derive(serde::Deserialize)]
@@ -360,23 +774,173 @@ mod tests {
         ids
     }
 
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::symlink_metadata(path).expect("stat").permissions().mode() & 0o7777
+    }
+
+    fn open_err(dir: &Path) -> String {
+        match Spool::open(&config(dir, 1 << 20)) {
+            Ok(_) => panic!("{} was accepted as a spool directory", dir.display()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn directory_and_entries_are_private_whatever_the_umask() {
+        // SAFETY: umask only sets the process's file creation mask (022: the usual default, under
+        // which the spool used to make 0755 / 0644).
+        unsafe { libc::umask(0o022) };
+        let work = tempfile::tempdir().expect("tempdir");
+        let dir = work.path().join("spool");
+        let spool = Spool::open(&config(&dir, 1 << 20)).expect("open");
+        let n = spool.append(&result("r1")).expect("append");
+        assert_eq!(mode(&dir), 0o700, "the spool directory");
+        assert_eq!(mode(&spool.path(n)), 0o600, "a spool entry");
+        // An existing directory that others may read (the previous version made 0755) is made
+        // private, and so are the entries in it.
+        drop(spool);
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(spool_path(&dir, n), std::os::unix::fs::PermissionsExt::from_mode(0o644)).expect("chmod");
+        let spool = Spool::open(&config(&dir, 1 << 20)).expect("reopen");
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&spool.path(n)), 0o600);
+        assert_eq!(drain(&spool), ["r1"]);
+    }
+
+    /// Entry `n`'s file, found without opening the spool.
+    fn spool_path(dir: &Path, n: u64) -> PathBuf {
+        let prefix = format!("{n:020}.");
+        std::fs::read_dir(dir)
+            .expect("list")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.file_name().and_then(|f| f.to_str()).is_some_and(|f| f.starts_with(&prefix) && !f.ends_with(".tmp")))
+            .expect("the entry's file")
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_next_temporary_name_is_not_followed_and_nothing_is_lost() {
+        let work = tempfile::tempdir().expect("tempdir");
+        let dir = work.path().join("spool");
+        let spool = Spool::open(&config(&dir, 1 << 20)).expect("open");
+        let victim = work.path().join("victim");
+        std::fs::write(&victim, b"not yours").expect("write");
+        // The attacker plants links at the names the next two entries are written under (the
+        // previous version's and this one's).
+        for n in 1..=2u64 {
+            for name in [format!("{n:020}.json.tmp"), format!("{n:020}.entry.tmp")] {
+                std::os::unix::fs::symlink(&victim, dir.join(name)).expect("symlink");
+            }
+        }
+        spool.append(&result("r1")).expect("append");
+        spool.append(&result("r2")).expect("append");
+        assert_eq!(std::fs::read(&victim).expect("read"), b"not yours", "the link was followed");
+        assert_eq!(drain(&spool), ["r1", "r2"]);
+        drop(spool);
+        let spool = Spool::open(&config(&dir, 1 << 20)).expect("reopen");
+        assert_eq!(drain(&spool), ["r1", "r2"]);
+    }
+
+    #[test]
+    fn a_symlinked_or_shared_spool_directory_is_refused() {
+        let work = tempfile::tempdir().expect("tempdir");
+        let real = work.path().join("real");
+        std::fs::create_dir(&real).expect("mkdir");
+        let link = work.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        let err = open_err(&link);
+        assert!(err.contains(&link.display().to_string()) && err.contains("symbolic link"), "{err}");
+        for m in [0o775, 0o777, 0o1777, 0o720] {
+            std::fs::set_permissions(&real, std::os::unix::fs::PermissionsExt::from_mode(m)).expect("chmod");
+            let err = open_err(&real);
+            assert!(err.contains(&real.display().to_string()) && err.contains("writable by"), "{m:o}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_json_file_dropped_into_the_spool_is_set_aside_not_published() {
+        let work = tempfile::tempdir().expect("tempdir");
+        let dir = work.path().join("spool");
+        let spool = Spool::open(&config(&dir, 1 << 20)).expect("open");
+        spool.append(&result("r1")).expect("append");
+        drop(spool);
+        let evil = br#"{"assessment_id":"evil","top":[]}"#;
+        std::fs::write(dir.join("00000000000000000007.json"), evil).expect("write");
+        std::fs::write(dir.join("00000000000000000008.entry"), evil).expect("write");
+        let spool = Spool::open(&config(&dir, 1 << 20)).expect("reopen");
+        assert_eq!(drain(&spool), ["r1"]);
+        assert_eq!(spool.stats().damaged, 2);
+        let rejected = dir.join("rejected");
+        assert_eq!(std::fs::read(rejected.join("00000000000000000007.json")).expect("kept aside"), evil);
+        assert_eq!(mode(&rejected), 0o700);
+    }
+
+    #[test]
+    fn a_truncated_entry_is_set_aside_not_published() {
+        let work = tempfile::tempdir().expect("tempdir");
+        let dir = work.path().join("spool");
+        let spool = Spool::open(&config(&dir, 1 << 20)).expect("open");
+        spool.append(&result("r1")).expect("append");
+        let n = spool.append(&result("r2")).expect("append");
+        let whole = std::fs::read(spool.path(n)).expect("read");
+        std::fs::write(spool.path(n), &whole[..whole.len() - 3]).expect("truncate");
+        // Read back while running...
+        assert_eq!(drain(&spool), ["r1"]);
+        assert_eq!(spool.stats().damaged, 1);
+        let name = spool.path(n).file_name().map(|s| s.to_owned()).expect("name");
+        assert!(dir.join("rejected").join(&name).exists(), "kept aside for inspection");
+        // ... and at start.
+        let m = spool.append(&result("r3")).expect("append");
+        let whole = std::fs::read(spool.path(m)).expect("read");
+        drop(spool);
+        std::fs::write(spool_path(&dir, m), &whole[..whole.len() / 2]).expect("truncate");
+        let spool = Spool::open(&config(&dir, 1 << 20)).expect("reopen");
+        assert_eq!(drain(&spool), ["r1"]);
+        assert_eq!(spool.stats().damaged, 1);
+    }
+
+    #[test]
+    fn a_descriptor_shortage_is_retried_never_taken_for_damage() {
+        if !crate::fsread::test_support::in_child("spool::tests::a_descriptor_shortage_is_retried_never_taken_for_damage") {
+            return;
+        }
+        let work = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(&config(work.path(), 1 << 20)).expect("open");
+        spool.append(&result("r0")).expect("append");
+        // No descriptor left: the write waits for one instead of losing the result.
+        let held = crate::fsread::test_support::exhaust_descriptors();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            drop(held);
+        });
+        spool.append(&result("r1")).expect("retried until a descriptor was free");
+        release.join().expect("join");
+        // Reading with no descriptor left is not damage: the entry stays.
+        let held = crate::fsread::test_support::exhaust_descriptors();
+        assert!(spool.next_after(None).is_none());
+        drop(held);
+        assert_eq!(drain(&spool), ["r0", "r1"]);
+        assert_eq!(spool.stats().damaged, 0);
+    }
+
     #[test]
     fn assessments_are_spooled_like_classifications_and_read_back_as_assessments() {
         let dir = tempfile::tempdir().expect("tempdir");
         let spool = Spool::open(&config(dir.path(), 1 << 20)).expect("open");
         spool.append(&result("r1")).expect("append");
         spool.append(br#"{"assessment_id":"a1","frames":[]}"#).expect("append");
-        spool.append(br#"{"result_id":"x","assessment_id":"y"}"#).expect("append");
+        // Something that is both (or neither) is no result: refused, not spooled.
+        assert!(matches!(spool.append(br#"{"result_id":"x","assessment_id":"y"}"#), Err(SpoolError::NotAResult)));
+        assert!(matches!(spool.append(b"{}"), Err(SpoolError::NotAResult)));
         drop(spool);
-        // After a restart: both kinds come back, in order, each with its kind; an entry that is
-        // both is damaged.
+        // After a restart: both kinds come back, in order, each with its kind.
         let spool = Spool::open(&config(dir.path(), 1 << 20)).expect("reopen");
         let a = spool.next_after(None).expect("first");
         let b = spool.next_after(Some(a.number)).expect("second");
         assert_eq!((a.result_id.as_str(), a.kind), ("r1", EntryKind::Classification));
         assert_eq!((b.result_id.as_str(), b.kind), ("a1", EntryKind::Assessment));
         assert!(spool.next_after(Some(b.number)).is_none());
-        assert_eq!(spool.stats().damaged, 1);
+        assert_eq!(spool.stats().damaged, 0);
     }
 
     #[test]
@@ -431,24 +995,52 @@ mod tests {
     }
 
     #[test]
-    fn garbage_and_half_written_entries_are_skipped_and_reported() {
+    fn garbage_and_half_written_entries_are_set_aside_and_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
         let spool = Spool::open(&config(dir.path(), 1 << 20)).expect("open");
         spool.append(&result("good")).expect("append");
         drop(spool);
-        std::fs::write(dir.path().join("00000000000000000007.json"), b"\x00\xffgarbage{").expect("write");
-        std::fs::write(dir.path().join("00000000000000000008.json"), b"").expect("write");
-        std::fs::write(dir.path().join("00000000000000000009.json.tmp"), b"{\"result_id\":").expect("write");
+        std::fs::write(dir.path().join("00000000000000000007.entry"), b"\x00\xffgarbage{").expect("write");
+        std::fs::write(dir.path().join("00000000000000000008.entry"), b"").expect("write");
+        std::fs::write(dir.path().join("00000000000000000009.entry.tmp"), b"LESIOND-SPOOL 1").expect("write");
         std::fs::write(dir.path().join("README"), b"not an entry").expect("write");
         let spool = Spool::open(&config(dir.path(), 1 << 20)).expect("damage never stops the spool");
         assert_eq!(drain(&spool), ["good"]);
-        assert_eq!(spool.stats().damaged, 3);
-        // New entries are numbered after everything seen, damaged ones included.
+        // The incomplete write is removed; the rest is kept aside.
+        assert_eq!(spool.stats().damaged, 4);
+        let mut aside: Vec<String> = std::fs::read_dir(dir.path().join("rejected")).expect("rejected").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+        aside.sort();
+        assert_eq!(aside, ["00000000000000000007.entry", "00000000000000000008.entry", "README"]);
+        // New entries are numbered after every entry seen.
         let n = spool.append(&result("new")).expect("append");
         assert!(n >= 2);
-        // An entry damaged after indexing is skipped when read.
+        // An entry damaged after indexing is set aside when read.
         std::fs::write(spool.path(n), b"{").expect("corrupt");
         assert_eq!(drain(&spool), ["good"]);
-        assert_eq!(spool.stats().damaged, 4);
+        assert_eq!(spool.stats().damaged, 5);
+    }
+
+    #[test]
+    fn the_previous_versions_entries_are_taken_once_at_upgrade() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A spool the previous version left: plain JSON files, 0644, no format file.
+        std::fs::write(dir.path().join("00000000000000000003.json"), result("old-a")).expect("write");
+        std::fs::write(dir.path().join("00000000000000000004.json"), br#"{"assessment_id":"old-b"}"#).expect("write");
+        std::fs::write(dir.path().join("00000000000000000005.json"), b"{\"result_id\":").expect("write");
+        let spool = Spool::open(&config(dir.path(), 1 << 20)).expect("open");
+        let a = spool.next_after(None).expect("first");
+        let b = spool.next_after(Some(a.number)).expect("second");
+        assert_eq!((a.number, a.result_id.as_str(), a.kind), (3, "old-a", EntryKind::Classification));
+        assert_eq!((b.number, b.result_id.as_str(), b.kind), (4, "old-b", EntryKind::Assessment));
+        assert_eq!(spool.stats().damaged, 1, "the broken one");
+        assert!(!dir.path().join("00000000000000000003.json").exists(), "converted");
+        // Numbered after every name seen, the broken one's too.
+        assert_eq!(spool.append(&result("new")).expect("append"), 6);
+        drop(spool);
+        // Once converted, a JSON file is foreign.
+        std::fs::write(dir.path().join("00000000000000000009.json"), result("dropped")).expect("write");
+        let spool = Spool::open(&config(dir.path(), 1 << 20)).expect("reopen");
+        assert_eq!(drain(&spool), ["old-a", "old-b", "new"]);
+        assert_eq!(spool.stats().damaged, 1);
     }
 }

@@ -24,6 +24,9 @@ pub struct Stats {
     /// Inputs refused before decoding because they were too large (`source.max_frame_pixels`,
     /// `source.max_frame_bytes`): a damaged header must not allocate gigabytes.
     pub skipped_too_large: AtomicU64,
+    /// Inputs that could not be read because the system was short of descriptors or memory:
+    /// not corrupt; retried after a backoff (a directory replay reads the same file again).
+    pub resource_retries: AtomicU64,
     /// Frames dropped because inference was behind (the oldest waiting frame goes).
     pub dropped: AtomicU64,
     /// Frames classified.
@@ -86,6 +89,7 @@ impl Default for Stats {
             captured: AtomicU64::new(0),
             skipped_corrupt: AtomicU64::new(0),
             skipped_too_large: AtomicU64::new(0),
+            resource_retries: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             classified: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -145,6 +149,7 @@ pub struct Snapshot {
     pub frames_dropped: u64,
     pub frames_skipped_corrupt: u64,
     pub frames_skipped_too_large: u64,
+    pub frames_resource_retries: u64,
     pub frames_failed: u64,
     pub results_published: u64,
     pub results_acknowledged: u64,
@@ -232,6 +237,7 @@ impl Stats {
             frames_dropped: Self::get(&self.dropped),
             frames_skipped_corrupt: Self::get(&self.skipped_corrupt),
             frames_skipped_too_large: Self::get(&self.skipped_too_large),
+            frames_resource_retries: Self::get(&self.resource_retries),
             frames_failed: Self::get(&self.failed),
             results_published: Self::get(&self.published),
             results_acknowledged: Self::get(&self.acknowledged),
@@ -253,7 +259,7 @@ impl Stats {
     /// One line for the log at shutdown.
     pub fn summary(&self) -> String {
         format!(
-            "captured {}, classified {}, dropped {}, turned away by the checks {}, assessments {} ({} abstaining), skipped as corrupt {}, skipped as too large {}, failed {}, published {}, acknowledged {}, thumbnails dropped {}, stats dropped {}, replies dropped {}, peak RSS {} kB",
+            "captured {}, classified {}, dropped {}, turned away by the checks {}, assessments {} ({} abstaining), skipped as corrupt {}, skipped as too large {}, retried for want of resources {}, lost to the spool {}, failed {}, published {}, acknowledged {}, thumbnails dropped {}, stats dropped {}, replies dropped {}, peak RSS {} kB",
             Self::get(&self.captured),
             Self::get(&self.classified),
             Self::get(&self.dropped),
@@ -262,6 +268,8 @@ impl Stats {
             Self::get(&self.assessments_abstained),
             Self::get(&self.skipped_corrupt),
             Self::get(&self.skipped_too_large),
+            Self::get(&self.resource_retries),
+            Self::get(&self.spool_failed),
             Self::get(&self.failed),
             Self::get(&self.published),
             Self::get(&self.acknowledged),

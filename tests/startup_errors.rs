@@ -186,3 +186,116 @@ fn an_unreadable_screen_password_file_is_a_clear_start_up_error() {
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("viewer.token_file /nonexistent/viewer-token"), "{text}");
 }
+
+/// Caps the address space at 2 GiB: a file read whole (a 4 GiB labels file, /dev/zero) fails the
+/// test instead of taking the host's memory.
+fn bounded(cmd: &mut std::process::Command) -> (i32, String) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit { rlim_cur: 2 << 30, rlim_max: 2 << 30 };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let started = std::time::Instant::now();
+    let out = cmd.output().expect("run");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "took {:?}: {text}", started.elapsed());
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn run_bounded(config: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let path = write_file(work.path(), "lesiond.toml", config);
+    bounded(lesiond().args(["run", "--config"]).arg(&path).envs(env.iter().copied()))
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: mkfifo reads a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+#[test]
+fn a_device_as_a_password_file_is_refused_without_reading_it() {
+    // /dev/zero read whole ran the host out of memory (24 GB).
+    let (code, text) = run_bounded(&cfg(SOURCE), &[("LESIOND_VIEWER__TOKEN_FILE", "/dev/zero")]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("viewer.token_file /dev/zero") && text.contains("character device") && text.contains("4 KiB"), "{text}");
+    let env = [("LESIOND_MQTT__USERNAME", "u"), ("LESIOND_MQTT__PASSWORD_FILE", "/dev/zero")];
+    let (code, text) = run_bounded(&cfg(SOURCE), &env);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("/dev/zero") && text.contains("character device") && text.contains("4 KiB"), "{text}");
+}
+
+#[test]
+fn a_model_path_that_is_a_directory_or_a_fifo_says_what_it_is() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path().join("model.tflite");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let config = cfg(SOURCE).replace("models/lesion_mnv2_int8.tflite", &dir.display().to_string());
+    let (code, text) = run_bounded(&config, &[]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(&dir.display().to_string()) && text.contains("is a directory") && text.contains("256 MiB"), "{text}");
+    let fifo = work.path().join("fifo.tflite");
+    mkfifo(&fifo);
+    let config = cfg(SOURCE).replace("models/lesion_mnv2_int8.tflite", &fifo.display().to_string());
+    let (code, text) = run_bounded(&config, &[]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(&fifo.display().to_string()) && text.contains("is a FIFO"), "{text}");
+}
+
+#[test]
+fn oversized_labels_and_config_files_are_refused_before_reading() {
+    let work = tempfile::tempdir().expect("tempdir");
+    // Sparse: 4 GiB claimed, no disk used.
+    let labels = work.path().join("labels.json");
+    std::fs::File::create(&labels).and_then(|f| f.set_len(4 << 30)).expect("sparse");
+    let config = cfg(SOURCE).replace("models/labels.json", &labels.display().to_string());
+    let (code, text) = run_bounded(&config, &[]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(&labels.display().to_string()) && text.contains("over the 1 MiB limit for a labels file"), "{text}");
+    let big = work.path().join("big.toml");
+    std::fs::File::create(&big).and_then(|f| f.set_len(4 << 30)).expect("sparse");
+    let (code, text) = bounded(lesiond().args(["run", "--config"]).arg(&big));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains(&big.display().to_string()) && text.contains("1 MiB"), "{text}");
+}
+
+#[test]
+fn a_world_writable_secret_refuses_to_start_and_check_warns_about_shared_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let work = tempfile::tempdir().expect("tempdir");
+    let token = write_file(work.path(), "token", "a-long-enough-password\n");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let token_s = token.display().to_string();
+    let (code, text) = run_with_env(&cfg(SOURCE), &[("LESIOND_VIEWER__TOKEN_FILE", &token_s)]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(&format!("viewer.token_file {token_s} is writable by anyone (mode 0666)")), "{text}");
+    assert!(!text.contains("a-long-enough-password"), "never the secret: {text}");
+    // Readable by others, and a config file others may write: warnings, in `check` too.
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let config = write_file(work.path(), "c.toml", &cfg(SOURCE));
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let out = lesiond().args(["check", "--config"]).arg(&config).env("LESIOND_VIEWER__TOKEN_FILE", &token_s).output().expect("check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("WARN files: viewer.token_file {token_s} is readable or writable by group or others (mode 0644)")), "{text}");
+    assert!(text.contains(&format!("WARN files: config file {} is writable by group or others (mode 0666)", config.display())), "{text}");
+}
+
+#[test]
+fn a_run_that_lost_results_does_not_exit_zero() {
+    // Every spool write fails (a dying SD card, test-only fault): the results are lost, counted,
+    // and the finished batch exits 1, not 0.
+    let work = tempfile::tempdir().expect("tempdir");
+    let folder = image_folder(work.path(), "imgs", 0, 2);
+    let source = format!("[source]\nkind = \"directory\"\n\n[source.directory]\npath = \"{}\"\nfps = 0.0\nexit_when_done = true\n", folder.display());
+    let config = config_text("s", free_port(), &source, work.path());
+    let (code, text) = run_with_env(&config, &[("LESIOND_TEST_FAULT", "spool-write-error:1")]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("2 result(s) could not be written to the spool and were lost"), "{text}");
+}

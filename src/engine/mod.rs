@@ -26,6 +26,10 @@ pub enum RawOutput {
 pub enum EngineError {
     #[error("model file {0} not found")]
     Missing(PathBuf),
+    /// Not a regular file within the size limit (a directory, a FIFO, a device, too large), or
+    /// not readable: the message says what the path is.
+    #[error(transparent)]
+    File(crate::fsread::ReadError),
     #[error("cannot load model {path}: {reason}")]
     Load { path: PathBuf, reason: String },
     #[error("model {path} does not fit lesiond: {reason}")]
@@ -99,9 +103,15 @@ pub trait Engine: Send {
 
 /// Loads the configured model with the configured engine.
 pub fn open(config: &ModelConfig) -> Result<Box<dyn Engine>, EngineError> {
-    if !config.path.is_file() {
-        return Err(EngineError::Missing(config.path.clone()));
-    }
+    // The engines load by path: look at what the path is first, so that a directory or a FIFO
+    // is named as such (not "not found", not a hang) and a huge file is refused.
+    crate::fsread::check_file(&config.path, "model file", crate::fsread::limit::MODEL).map_err(|e| {
+        if e.is_not_found() {
+            EngineError::Missing(config.path.clone())
+        } else {
+            EngineError::File(e)
+        }
+    })?;
     match config.engine {
         #[cfg(feature = "tflite")]
         EngineKind::Tflite => Ok(Box::new(tflite::TfliteEngine::load(&config.path, config.threads, config.xnnpack)?)),

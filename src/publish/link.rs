@@ -249,8 +249,8 @@ fn credentials(mqtt: &MqttConfig) -> Result<Option<(String, String)>, LinkError>
         return Ok(None);
     }
     let password = match (&mqtt.password_file, &mqtt.password) {
-        (Some(path), _) => std::fs::read_to_string(path)
-            .map_err(|source| LinkError::Read { what: "password file", path: path.clone(), source })?
+        (Some(path), _) => crate::fsread::read_to_string(path, "mqtt.password_file", crate::fsread::limit::SECRET)
+            .map_err(|e| LinkError::Read { what: "password file", path: path.clone(), source: e.into() })?
             .trim_end_matches(['\n', '\r'])
             .to_string(),
         (None, Some(secret)) => secret.0.clone(),
@@ -265,7 +265,7 @@ pub fn tls_client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, LinkEr
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let read_certs = |what: &'static str, path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, LinkError> {
-        let bytes = std::fs::read(path).map_err(|source| LinkError::Read { what, path: path.into(), source })?;
+        let bytes = crate::fsread::read(path, what, crate::fsread::limit::PEM).map_err(|e| LinkError::Read { what, path: path.into(), source: e.into() })?;
         let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes).filter_map(Result::ok).collect();
         if certs.is_empty() {
             return Err(LinkError::Pem { what, path: path.into() });
@@ -285,7 +285,7 @@ pub fn tls_client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, LinkEr
         (Some(cert), Some(key)) => {
             let certs = read_certs("client certificate", cert)?;
             let key_bytes =
-                std::fs::read(key).map_err(|source| LinkError::Read { what: "client key", path: key.clone(), source })?;
+                crate::fsread::read(key, "client key", crate::fsread::limit::PEM).map_err(|e| LinkError::Read { what: "client key", path: key.clone(), source: e.into() })?;
             let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|_| LinkError::Pem { what: "private key", path: key.clone() })?;
             builder.with_client_auth_cert(certs, key).map_err(|e| LinkError::Tls(e.to_string()))
         }

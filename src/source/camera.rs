@@ -200,6 +200,14 @@ impl FrameSource for CameraSource {
                     image,
                     decode_time: started.elapsed(),
                 }),
+                // Short of memory while decoding: not a corrupt frame. The camera's next frame
+                // replaces this one; wait a little first.
+                Err(e) if e.is_resource() => {
+                    if !stop.sleep(FIRST_BACKOFF) {
+                        return None;
+                    }
+                    SourceEvent::ResourceShortage { name: format!("camera {} frame {}", self.config.device, self.seq), reason: e.to_string() }
+                }
                 Err(e) => SourceEvent::Skipped {
                     name: format!("camera {} frame {}", self.config.device, self.seq),
                     reason: e.to_string(),

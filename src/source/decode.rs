@@ -62,9 +62,17 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// Refused for its size before decoding (counted apart from corrupt input).
+    /// Refused for its size before decoding (counted apart from corrupt input), or by the
+    /// decoder's own allocation limit (which is set from the same pixel limit).
     pub fn is_too_large(&self) -> bool {
         matches!(self, DecodeError::TooManyPixels { .. } | DecodeError::FileTooLarge { .. })
+            || matches!(self, DecodeError::Image(image::ImageError::Limits(_)))
+    }
+
+    /// The system was short of memory or descriptors while decoding: not the input's fault,
+    /// never counted as corrupt.
+    pub fn is_resource(&self) -> bool {
+        matches!(self, DecodeError::Image(image::ImageError::IoError(e)) if crate::fsread::is_resource_error(e))
     }
 }
 

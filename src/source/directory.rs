@@ -1,8 +1,10 @@
 //! Replays the image files of a folder in name order: for tests, demos and re-processing stored
-//! captures. A file that cannot be decoded is skipped and reported; the replay goes on.
+//! captures. A file that cannot be decoded is skipped and reported; the replay goes on. A file
+//! that cannot be read because the system is short of descriptors or memory is not skipped: it
+//! is reported as a shortage and read again after a backoff.
 
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::decode::DecodeLimits;
 use super::{decode, FrameSource, Pacer, SourceError, SourceEvent, StopFlag};
@@ -10,6 +12,9 @@ use crate::config::DirectoryConfig;
 use crate::frame::{Frame, FrameOrigin};
 
 const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png"];
+/// Backoff before reading a file again after a resource shortage: short, then doubling.
+const FIRST_SHORTAGE_WAIT: Duration = Duration::from_millis(50);
+const MAX_SHORTAGE_WAIT: Duration = Duration::from_secs(2);
 
 pub struct DirectorySource {
     dir: PathBuf,
@@ -20,6 +25,8 @@ pub struct DirectorySource {
     pacer: Pacer,
     seq: u64,
     limits: DecodeLimits,
+    /// The wait before the next try after a resource shortage.
+    shortage_wait: Duration,
 }
 
 impl DirectorySource {
@@ -34,6 +41,7 @@ impl DirectorySource {
             pacer: Pacer::new(config.fps),
             seq: 0,
             limits,
+            shortage_wait: FIRST_SHORTAGE_WAIT,
         })
     }
 
@@ -63,16 +71,38 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
     Ok(files)
 }
 
-/// Reads and decodes one file; a file above the size limit is not even read. The error says
-/// why, and whether the file was refused for its size.
-fn read_and_decode(path: &Path, limits: &DecodeLimits) -> Result<image::RgbImage, (String, bool)> {
-    let len = std::fs::metadata(path).map_err(|e| (e.to_string(), false))?.len();
-    if len > limits.max_bytes {
-        let e = decode::DecodeError::FileTooLarge { bytes: len, max: limits.max_bytes };
-        return Err((e.to_string(), true));
-    }
-    let bytes = std::fs::read(path).map_err(|e| (e.to_string(), false))?;
-    decode::decode_image_within(&bytes, limits).map_err(|e| (e.to_string(), e.is_too_large()))
+/// Why a file gave no frame.
+enum ReadFailure {
+    /// The file cannot be used (corrupt, empty, not a file) or was refused for its size.
+    Skip { reason: String, too_large: bool },
+    /// The system is short of descriptors or memory: the file may be fine.
+    Resource(String),
+}
+
+/// Reads (bounded: a file above the size limit, a FIFO or a device is not read) and decodes one
+/// file.
+fn read_and_decode(path: &Path, limits: &DecodeLimits) -> Result<image::RgbImage, ReadFailure> {
+    let bytes = crate::fsread::read(path, "image", limits.max_bytes).map_err(|e| {
+        if e.is_resource() {
+            ReadFailure::Resource(e.reason())
+        } else if e.is_too_large() {
+            let bytes = match e.problem {
+                crate::fsread::Problem::TooLarge { size } => size,
+                _ => limits.max_bytes + 1,
+            };
+            let reason = decode::DecodeError::FileTooLarge { bytes, max: limits.max_bytes }.to_string();
+            ReadFailure::Skip { reason, too_large: true }
+        } else {
+            ReadFailure::Skip { reason: e.reason(), too_large: false }
+        }
+    })?;
+    decode::decode_image_within(&bytes, limits).map_err(|e| {
+        if e.is_resource() {
+            ReadFailure::Resource(e.to_string())
+        } else {
+            ReadFailure::Skip { reason: e.to_string(), too_large: e.is_too_large() }
+        }
+    })
 }
 
 impl FrameSource for DirectorySource {
@@ -108,7 +138,19 @@ impl FrameSource for DirectorySource {
         let captured_at = SystemTime::now();
         let decoded = read_and_decode(&path, &self.limits);
         Some(match decoded {
+            Err(ReadFailure::Resource(reason)) => {
+                // The same file again at the next call, after a backoff (which beats: waiting
+                // for a descriptor is not a hang).
+                self.next_index -= 1;
+                let wait = self.shortage_wait;
+                self.shortage_wait = (wait * 2).min(MAX_SHORTAGE_WAIT);
+                if !stop.sleep(wait) {
+                    return None;
+                }
+                SourceEvent::ResourceShortage { name: path.display().to_string(), reason }
+            }
             Ok(image) => {
+                self.shortage_wait = FIRST_SHORTAGE_WAIT;
                 self.seq += 1;
                 SourceEvent::Frame(Frame {
                     seq: self.seq,
@@ -118,7 +160,10 @@ impl FrameSource for DirectorySource {
                     decode_time: started.elapsed(),
                 })
             }
-            Err((reason, too_large)) => SourceEvent::Skipped { name: path.display().to_string(), reason, too_large },
+            Err(ReadFailure::Skip { reason, too_large }) => {
+                self.shortage_wait = FIRST_SHORTAGE_WAIT;
+                SourceEvent::Skipped { name: path.display().to_string(), reason, too_large }
+            }
         })
     }
 
@@ -156,10 +201,45 @@ mod tests {
                     seen.push(format!("skip{} {}", if too_large { " (too large)" } else { "" }, name.rsplit('/').next().unwrap_or("")))
                 }
                 SourceEvent::End => break,
+                other => panic!("{other:?}"),
             }
         }
         assert_eq!(seen, ["a.png#1", "b.png#2", "skip c.jpg", "skip (too large) d.jpg", "skip (too large) e.png"]);
         assert!(source.lossless());
+    }
+
+    #[test]
+    fn a_descriptor_shortage_is_retried_not_taken_for_a_corrupt_file() {
+        if !crate::fsread::test_support::in_child("source::directory::tests::a_descriptor_shortage_is_retried_not_taken_for_a_corrupt_file") {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_png(&dir.path().join("a.png"));
+        write_png(&dir.path().join("b.png"));
+        let config = DirectoryConfig { path: dir.path().into(), ..Default::default() };
+        let mut source = DirectorySource::open(&config, DecodeLimits::default()).expect("opens");
+        let stop = StopFlag::default();
+        // No descriptor left while the first file is read; they come back 400 ms later.
+        let held = crate::fsread::test_support::exhaust_descriptors();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            drop(held);
+        });
+        let mut events = Vec::new();
+        while let Some(event) = source.next(&stop) {
+            // Debug text: a frame's pixels are few here.
+            let text = format!("{event:?}");
+            let done = !text.starts_with("ResourceShortage");
+            events.push(text);
+            if done {
+                break;
+            }
+        }
+        release.join().expect("join");
+        let last = events.last().expect("events");
+        assert!(last.starts_with("Frame(") && last.contains("\"a.png\""), "the same file, retried: {events:#?}");
+        assert!(events.len() >= 2, "the shortage was reported (counted, logged): {events:#?}");
+        assert!(events[0].contains("a.png") && events[0].contains("Too many open files"), "{events:#?}");
     }
 
     #[test]

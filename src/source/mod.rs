@@ -25,6 +25,10 @@ pub enum SourceEvent {
     /// An input that could not be decoded, or was refused for its size before decoding
     /// (`too_large`): skipped, logged with its name and counted; the source goes on.
     Skipped { name: String, reason: String, too_large: bool },
+    /// The input could not be read because the system is short of a resource (descriptors,
+    /// memory): not the input's fault. Counted and logged apart from corrupt input; the source
+    /// has already waited a backoff and tries the same input again at the next call.
+    ResourceShortage { name: String, reason: String },
     /// The source has nothing more (a directory that does not loop, a bounded synthetic run).
     End,
 }

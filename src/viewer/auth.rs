@@ -31,7 +31,7 @@ impl std::fmt::Debug for Password {
 impl Password {
     /// The file's first line, without surrounding whitespace (editors add a newline).
     pub fn from_file(path: &Path) -> Result<Password, AuthError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read { path: path.to_path_buf(), source })?;
+        let text = crate::fsread::read_to_string(path, "viewer.token_file", crate::fsread::limit::SECRET).map_err(|e| AuthError::Read { path: path.to_path_buf(), source: e.into() })?;
         let password = text.lines().next().unwrap_or("").trim();
         if password.is_empty() {
             return Err(AuthError::Empty { path: path.to_path_buf() });

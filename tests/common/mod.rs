@@ -363,13 +363,21 @@ pub fn image_folder(parent: &Path, name: &str, skip: usize, n: usize) -> PathBuf
     folder
 }
 
+/// The results left in a spool folder: `<number>.entry` files (a header line, then the JSON).
+pub fn spool_entries(spool: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(spool)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "entry")).collect())
+        .unwrap_or_default()
+}
+
 /// The `result_id`s of the results left in a spool folder.
 pub fn spooled_result_ids(spool: &Path) -> std::collections::HashSet<String> {
     std::fs::read_dir(spool)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".entry"))
                 .filter_map(|e| std::fs::read(e.path()).ok())
+                .filter_map(|b| b.iter().position(|&c| c == b'\n').map(|at| b[at + 1..].to_vec()))
                 .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                 .filter_map(|v| v["result_id"].as_str().map(String::from))
                 .collect()

@@ -119,6 +119,8 @@ fn warn_if_descriptors_are_short(config: &ViewerConfig) {
         return;
     }
     let needed = config.max_connections as u64 + 256;
+    // rlim_t is 32 bits on armv7.
+    #[allow(clippy::unnecessary_cast)]
     if limit.rlim_cur != libc::RLIM_INFINITY && (limit.rlim_cur as u64) < needed {
         tracing::warn!(
             "viewer: viewer.max_connections = {} leaves too few of this process's {} file descriptors for the spool, the broker and the camera: raise LimitNOFILE (the systemd unit sets 4096) or lower viewer.max_connections",

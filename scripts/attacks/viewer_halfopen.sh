@@ -121,5 +121,5 @@ echo "daemon exit status: $status"
 echo "results delivered to the broker: $(wc -l < "$work/results.txt") ($(sort -u "$work/results.txt" | wc -l) distinct) of $frames frames"
 echo "left in the spool: $(find "$work/spool" -name '*.json' 2>/dev/null | wc -l)"
 grep -o 'stopped: .*' "$work/lesiond.log" | tail -1
-echo "log lines mentioning descriptors/spool/refused: $(grep -ciE 'too many open files|spool|refused' "$work/lesiond.log" || true)"
-grep -iE 'too many open files|refused|cannot accept' "$work/lesiond.log" | cut -c1-220 | sort | uniq -c | sort -rn | head -5
+echo "log lines mentioning descriptors, spool, refused or evicted connections: $(grep -ciE 'too many open files|spool|refused|make room' "$work/lesiond.log" || true)"
+grep -iE 'too many open files|refused|cannot accept|make room' "$work/lesiond.log" | cut -c1-220 | sort | uniq -c | sort -rn | head -5

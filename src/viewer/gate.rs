@@ -144,6 +144,9 @@ pub struct Ticket {
     gate: Arc<Gate>,
     id: u64,
     pub conn: Arc<Conn>,
+    /// Whether an idle connection was closed to make room for this one (worth a log line: a
+    /// station under a flood of connections).
+    pub made_room: bool,
 }
 
 impl Drop for Ticket {
@@ -164,11 +167,18 @@ impl Gate {
         let client = client_key(ip);
         // A poisoned lock means a panic while the table was changed: nothing is admitted.
         let mut table = self.table.lock().map_err(|_| Refusal::Full)?;
-        if table.per_client.get(&client).copied().unwrap_or(0) >= self.caps.per_client && !table.evict_oldest_idle(Some(client)) {
-            return Err(Refusal::ClientFull);
+        let mut made_room = false;
+        if table.per_client.get(&client).copied().unwrap_or(0) >= self.caps.per_client {
+            if !table.evict_oldest_idle(Some(client)) {
+                return Err(Refusal::ClientFull);
+            }
+            made_room = true;
         }
-        if table.open.len() >= self.caps.total && !table.evict_oldest_idle(None) {
-            return Err(Refusal::Full);
+        if table.open.len() >= self.caps.total {
+            if !table.evict_oldest_idle(None) {
+                return Err(Refusal::Full);
+            }
+            made_room = true;
         }
         let id = table.next_id;
         table.next_id += 1;
@@ -176,7 +186,7 @@ impl Gate {
         conn.touch();
         table.open.insert(id, Slot { client, conn: conn.clone() });
         *table.per_client.entry(client).or_insert(0) += 1;
-        Ok(Ticket { gate: self.clone(), id, conn })
+        Ok(Ticket { gate: self.clone(), id, conn, made_room })
     }
 
     #[cfg(test)]
@@ -199,7 +209,9 @@ mod tests {
         let a1 = gate.admit(ip("10.0.0.1")).expect("a1");
         let a2 = gate.admit(ip("10.0.0.1")).expect("a2");
         let _streaming = Answering::start(&a1.conn);
+        assert!(!a2.made_room);
         let a3 = gate.admit(ip("10.0.0.1")).expect("a2 idle: it makes room");
+        assert!(a3.made_room);
         assert_eq!(gate.open(), 2);
         let _busy = Answering::start(&a3.conn);
         assert_eq!(gate.admit(ip("10.0.0.1")).err(), Some(Refusal::ClientFull), "both answering");

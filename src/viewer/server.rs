@@ -34,8 +34,8 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// hyper's read and write buffer per connection (its default is ~400 kB): with the caps, what
 /// the screen's connections can hold in memory at most.
 const MAX_BUF_BYTES: usize = 64 * 1024;
-/// How often refused connections are reported in the log (a flood must not flood it).
-const REFUSAL_REPORT_EVERY: Duration = Duration::from_secs(10);
+/// How often refused or replaced connections are reported in the log (a flood must not flood it).
+const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// After a failed accept (out of descriptors): the pending connection stays in the backlog, so
 /// retrying at once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -58,51 +58,92 @@ pub struct Limits {
 pub async fn run(listener: TcpListener, app: Router, limits: Limits) {
     let gate = Gate::new(limits.caps);
     let service = TowerToHyperService::new(app);
-    let mut refusals = Refusals::default();
-    let mut accept_errors = Refusals::default();
+    let (total, per_client) = (limits.caps.total, limits.caps.per_client);
+    let mut refused = Reporter::default();
+    let mut made_room = Reporter::default();
+    let mut accept_errors = Reporter::default();
+    // Reports what a flood left unreported once it stops.
+    let mut tick = tokio::time::interval(REPORT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = tick.tick() => {
+                if let Some(n) = refused.flush() {
+                    tracing::warn!("viewer: refused {n} more connection(s) (every place taken by an answer in progress)");
+                }
+                if let Some(n) = made_room.flush() {
+                    tracing::warn!("viewer: closed {n} more idle connection(s) to make room (at most {total} held, {per_client} per client)");
+                }
+                continue;
+            }
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
-                accept_errors.note(|n| tracing::warn!("viewer: cannot accept connections ({n} failure(s) since the last report): {e}"));
+                if let Some(n) = accept_errors.note() {
+                    tracing::warn!("viewer: cannot accept connections ({n} failure(s) since the last report): {e}");
+                }
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
         match gate.admit(peer.ip()) {
             Ok(ticket) => {
+                if ticket.made_room {
+                    if let Some(n) = made_room.note() {
+                        tracing::warn!(
+                            client = %peer.ip(),
+                            "viewer: closed {n} idle connection(s) to make room (at most {total} held, {per_client} per client): a client holds connections without asking"
+                        );
+                    }
+                }
                 tokio::spawn(serve_connection(stream, peer, ticket, service.clone(), limits));
             }
             Err(refusal) => {
                 // Closed before anything is read or allocated for it.
                 drop(stream);
-                refusals.note(|n| {
+                if let Some(n) = refused.note() {
                     let why = match refusal {
-                        Refusal::ClientFull => format!("{} connections from {} are all being answered", limits.caps.per_client, peer.ip()),
-                        Refusal::Full => format!("all {} connections are being answered", limits.caps.total),
+                        Refusal::ClientFull => format!("{per_client} connections from {} are all being answered", peer.ip()),
+                        Refusal::Full => format!("all {total} connections are being answered"),
                     };
                     tracing::warn!(client = %peer.ip(), "viewer: refused {n} connection(s): {why}");
-                });
+                }
             }
         }
     }
 }
 
-/// Counts events and reports the first, then at most one summary per `REFUSAL_REPORT_EVERY`.
+/// Counts events for the log: the first is reported at once, the rest at most once per
+/// `REPORT_EVERY` (by the next event, or by `flush` on the accept loop's tick).
 #[derive(Default)]
-struct Refusals {
+struct Reporter {
     unreported: u64,
     last_report: Option<Instant>,
 }
 
-impl Refusals {
-    fn note(&mut self, report: impl FnOnce(u64)) {
+impl Reporter {
+    /// One more event: the count to report now, if it is time.
+    fn note(&mut self) -> Option<u64> {
         self.unreported += 1;
-        if self.last_report.is_none_or(|at| at.elapsed() >= REFUSAL_REPORT_EVERY) {
-            report(self.unreported);
-            self.unreported = 0;
-            self.last_report = Some(Instant::now());
+        self.due()
+    }
+
+    /// What is left unreported, if it is time.
+    fn flush(&mut self) -> Option<u64> {
+        if self.unreported == 0 {
+            return None;
         }
+        self.due()
+    }
+
+    fn due(&mut self) -> Option<u64> {
+        if self.last_report.is_some_and(|at| at.elapsed() < REPORT_EVERY) {
+            return None;
+        }
+        self.last_report = Some(Instant::now());
+        Some(std::mem::take(&mut self.unreported))
     }
 }
 

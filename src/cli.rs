@@ -220,6 +220,7 @@ pub fn check(config: &Config) -> bool {
         SourceKind::Camera => check_camera(config),
     };
     all_ok &= check_broker(config);
+    all_ok &= crate::viewer::check_password(&config.viewer).is_none_or(|(ok, detail)| report(ok, "viewer", &detail));
     all_ok
 }
 

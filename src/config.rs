@@ -488,11 +488,40 @@ pub struct ViewerConfig {
     /// A file holding the password the page asks for (HTTP Basic, any user name). Required when
     /// `listen` is not a loopback address; read once at start, never logged.
     pub token_file: Option<PathBuf>,
+    /// Host names the screen answers to besides the address it was reached on (and `localhost`
+    /// on loopback): any other `Host` gets 421, so a page elsewhere cannot rebind a name to it.
+    pub allowed_hosts: Vec<String>,
+    /// Connections held at once; beyond it an idle one is closed for the newcomer, or the
+    /// newcomer is closed at once. Bounds the screen's file descriptors.
+    pub max_connections: usize,
+    /// Connections held at once from one client address (an IPv6 /64 counts as one).
+    pub max_connections_per_client: usize,
+    /// Seconds a client has to send a whole request head, from its connect or from the end of
+    /// its previous answer (so also how long an idle keep-alive connection is kept).
+    pub header_timeout_secs: u64,
+    /// Seconds without a byte moving either way before a connection is closed; an event
+    /// stream sends a keep-alive well within it.
+    pub idle_timeout_secs: u64,
+    /// Wrong passwords from one client address within a minute before it is refused (429).
+    pub max_failed_logins: u32,
+    /// Seconds a client address is refused once it reached `max_failed_logins`.
+    pub login_block_secs: u64,
 }
 
 impl Default for ViewerConfig {
     fn default() -> Self {
-        Self { enabled: true, listen: "127.0.0.1:8080".into(), token_file: None }
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:8080".into(),
+            token_file: None,
+            allowed_hosts: Vec::new(),
+            max_connections: 64,
+            max_connections_per_client: 16,
+            header_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_failed_logins: 5,
+            login_block_secs: 60,
+        }
     }
 }
 
@@ -500,6 +529,34 @@ impl ViewerConfig {
     /// The listen address; `validate` has checked that it parses.
     pub fn listen_addr(&self) -> Result<std::net::SocketAddr, String> {
         self.listen.parse().map_err(|_| format!("viewer.listen = {:?}: use IP:port, e.g. \"127.0.0.1:8080\"", self.listen))
+    }
+
+    /// The connection caps, timeouts and login limit: each must leave the screen usable.
+    fn validate_limits(&self) -> Result<(), String> {
+        if !(1..=4096).contains(&self.max_connections) {
+            return Err(format!("viewer.max_connections = {}: use 1..4096 (each is a file descriptor)", self.max_connections));
+        }
+        if self.max_connections_per_client < 1 || self.max_connections_per_client > self.max_connections {
+            return Err(format!("viewer.max_connections_per_client = {}: use 1..viewer.max_connections", self.max_connections_per_client));
+        }
+        for (key, secs) in [("header_timeout_secs", self.header_timeout_secs), ("idle_timeout_secs", self.idle_timeout_secs)] {
+            if !(1..=3600).contains(&secs) {
+                return Err(format!("viewer.{key} = {secs}: use 1..3600"));
+            }
+        }
+        if self.max_failed_logins < 1 {
+            return Err("viewer.max_failed_logins must be at least 1".into());
+        }
+        if !(1..=86400).contains(&self.login_block_secs) {
+            return Err(format!("viewer.login_block_secs = {}: use 1..86400", self.login_block_secs));
+        }
+        for name in &self.allowed_hosts {
+            let bad = name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control() || "/@?#".contains(c));
+            if bad {
+                return Err(format!("viewer.allowed_hosts: {name:?} is not a host name (e.g. \"station-3.clinic.lan\")"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -763,6 +820,7 @@ impl Config {
                     viewer.listen
                 ));
             }
+            viewer.validate_limits()?;
         }
         let syn = &self.source.synthetic;
         if !syn.fps.is_finite() || syn.fps <= 0.0 {
@@ -825,6 +883,26 @@ mod tests {
         assert!(load(DEMO_TOML, &[("LESIOND_VIEWER__LISTEN", "[::1]:0")]).is_ok(), "IPv6 loopback");
         let err = load(DEMO_TOML, &[("LESIOND_VIEWER__LISTEN", "localhost")]).unwrap_err().to_string();
         assert!(err.contains("viewer.listen"), "{err}");
+    }
+
+    #[test]
+    fn the_viewer_limits_are_validated() {
+        for (key, value) in [
+            ("LESIOND_VIEWER__MAX_CONNECTIONS", "0"),
+            ("LESIOND_VIEWER__MAX_CONNECTIONS_PER_CLIENT", "65"),
+            ("LESIOND_VIEWER__HEADER_TIMEOUT_SECS", "0"),
+            ("LESIOND_VIEWER__IDLE_TIMEOUT_SECS", "0"),
+            ("LESIOND_VIEWER__MAX_FAILED_LOGINS", "0"),
+            ("LESIOND_VIEWER__LOGIN_BLOCK_SECS", "0"),
+        ] {
+            let err = load(DEMO_TOML, &[(key, value)]).unwrap_err().to_string();
+            let name = key.trim_start_matches("LESIOND_VIEWER__").to_lowercase();
+            assert!(err.contains(&format!("viewer.{name}")), "{key}={value}: {err}");
+        }
+        let text = DEMO_TOML.replace("[viewer]\n", "[viewer]\nallowed_hosts = [\"station-3.clinic.lan\"]\n");
+        assert!(load(&text, &[]).is_ok_and(|c| c.viewer.allowed_hosts == ["station-3.clinic.lan"]));
+        let text = DEMO_TOML.replace("[viewer]\n", "[viewer]\nallowed_hosts = [\"http://x/\"]\n");
+        assert!(load(&text, &[]).unwrap_err().to_string().contains("viewer.allowed_hosts"));
     }
 
     #[test]

@@ -26,9 +26,15 @@ struct Screen {
 
 /// A viewer on a free loopback port, with the password when `password` is set.
 async fn screen(password: bool) -> Screen {
+    screen_with(password, |_| {}).await
+}
+
+/// The same, with `[viewer]` keys changed by `adjust`.
+async fn screen_with(password: bool, adjust: impl FnOnce(&mut ViewerConfig)) -> Screen {
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = password.then(|| write_file(dir.path(), "viewer-token", &format!("{PASSWORD}\n")));
-    let config = ViewerConfig { enabled: true, listen: "127.0.0.1:0".into(), token_file };
+    let mut config = ViewerConfig { enabled: true, listen: "127.0.0.1:0".into(), token_file, ..ViewerConfig::default() };
+    adjust(&mut config);
     let bound = viewer::bind(&config).await.expect("bind");
     let addr = bound.local_addr().expect("addr").to_string();
     let (states, states_rx) = tokio::sync::watch::channel(Some(br#"{"state":"idle"}"#.to_vec()));
@@ -67,6 +73,40 @@ async fn request(addr: &str, method: &str, path: &str, auth: Option<&str>, read_
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     Answer { status, head: head.to_string(), body: body.to_string() }
+}
+
+/// Raw bytes on a new connection from `from` (a loopback address), then what comes back until
+/// the server closes or `read_for` passes.
+async fn raw_from(from: &str, addr: &str, bytes: &[u8], read_for: Duration) -> Answer {
+    let mut stream = connect_from(from, addr).await;
+    stream.write_all(bytes).await.expect("send");
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(read_for, stream.read_to_end(&mut got)).await;
+    let text = String::from_utf8_lossy(&got).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Answer { status, head: head.to_string(), body: body.to_string() }
+}
+
+/// A connection from another loopback address (Linux routes all of 127/8 to lo): the screen
+/// sees another client.
+async fn connect_from(from: &str, addr: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(format!("{from}:0").parse().expect("from")).expect("bind");
+    socket.connect(addr.parse().expect("addr")).await.expect("connect")
+}
+
+fn get_request(host: &str, path: &str, auth: Option<&str>) -> Vec<u8> {
+    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n").into_bytes()
+}
+
+fn assert_security_headers(a: &Answer, what: &str) {
+    assert!(a.header("content-security-policy").is_some_and(|c| c.contains("frame-ancestors 'none'")), "{what}: {}", a.head);
+    assert_eq!(a.header("x-content-type-options").as_deref(), Some("nosniff"), "{what}: {}", a.head);
+    assert_eq!(a.header("x-frame-options").as_deref(), Some("DENY"), "{what}: {}", a.head);
+    assert_eq!(a.header("referrer-policy").as_deref(), Some("no-referrer"), "{what}: {}", a.head);
+    assert_eq!(a.header("cache-control").as_deref(), Some("no-store"), "{what}: {}", a.head);
 }
 
 async fn get(addr: &str, path: &str, auth: Option<&str>) -> Answer {
@@ -184,6 +224,172 @@ async fn a_cleared_state_reaches_the_page_as_null() {
     assert!(!events.body.contains("event: state\ndata: \n"), "an empty state event: {}", events.body);
 }
 
+/// Issue 25, attack 1: connections that never finish a request (nothing sent, or half a
+/// request line), more than the caps, from several addresses. A real request still gets its
+/// page at once; the screen holds no more than its cap at any time, and closes every such
+/// connection by itself within the header timeout.
+#[tokio::test]
+async fn half_open_connections_neither_keep_a_request_out_nor_stay_open() {
+    let s = screen_with(true, |c| c.header_timeout_secs = 2).await;
+    let started = std::time::Instant::now();
+    let mut held = Vec::new();
+    // 6 addresses x 20 = 120 connections: beyond 16 per client and beyond 64 in all.
+    for client in 2..8 {
+        for i in 0..20 {
+            let mut c = connect_from(&format!("127.0.0.{client}"), &s.addr).await;
+            if i % 2 == 1 {
+                c.write_all(b"GET / HT").await.expect("partial request line");
+            }
+            held.push(c);
+        }
+    }
+    let right = basic(&format!("x:{PASSWORD}"));
+    let asked = std::time::Instant::now();
+    let page = get(&s.addr, "/", Some(&right)).await;
+    let took = asked.elapsed();
+    assert_eq!(page.status, 200, "{}", page.head);
+    assert!(took < Duration::from_millis(1000), "the page took {took:?} behind {} half-open connections", held.len());
+    // Still open a moment later: at most the cap (the others were refused or replaced).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let open = still_open(&mut held).await;
+    assert!(open <= 64, "{open} of {} half-open connections still held after 300 ms", held.len());
+    // All closed by the server once the header timeout (2 s) has passed.
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(started.elapsed()) + Duration::from_millis(700)).await;
+    let open = still_open(&mut held).await;
+    assert_eq!(open, 0, "{open} half-open connections still held {:?} after they were opened", started.elapsed());
+}
+
+/// How many of `conns` the server has not closed (a read that would wait: still open).
+async fn still_open(conns: &mut [tokio::net::TcpStream]) -> usize {
+    let mut open = 0;
+    for c in conns.iter_mut() {
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(5), c.read(&mut buf)).await {
+            Err(_) => open += 1,
+            Ok(Ok(0)) | Ok(Err(_)) => {}
+            Ok(Ok(_)) => open += 1,
+        }
+    }
+    open
+}
+
+/// The idle timeout closes a quiet keep-alive connection but never a stream the page reads:
+/// the stream's keep-alives come well within it.
+#[tokio::test]
+async fn an_event_stream_outlives_the_idle_and_header_timeouts() {
+    let s = screen_with(true, |c| {
+        c.header_timeout_secs = 1;
+        c.idle_timeout_secs = 1;
+    })
+    .await;
+    let right = basic(&format!("x:{PASSWORD}"));
+    let addr = s.addr.clone();
+    let auth = right.clone();
+    let stream = tokio::spawn(async move {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+        c.write_all(&get_request(&addr, "/events", Some(&auth))).await.expect("send");
+        let mut got = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_millis(3500), c.read_to_end(&mut got)).await.is_ok();
+        (ended, String::from_utf8_lossy(&got).to_string())
+    });
+    // A keep-alive connection that asks once, then says nothing: closed after the timeout.
+    let mut quiet = tokio::net::TcpStream::connect(&s.addr).await.expect("connect");
+    quiet.write_all(format!("GET /viewer.css HTTP/1.1\r\nHost: {}\r\nAuthorization: {right}\r\n\r\n", s.addr).as_bytes()).await.expect("send");
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), quiet.read_to_end(&mut got)).await;
+    assert!(closed.is_ok(), "a quiet keep-alive connection was kept beyond the timeouts");
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"), "it got its answer first");
+    let (ended, text) = stream.await.expect("stream");
+    assert!(!ended, "the event stream was closed within 3.5 s: {text}");
+    assert!(text.contains("event: state") && text.matches("\n:\n").count() >= 3, "keep-alives every third of the idle timeout: {text}");
+}
+
+/// Issue 25, attack 6: a page on another site that points its own name at the station (DNS
+/// rebinding) sends that name as Host: refused, on the page and the stream, password or not.
+#[tokio::test]
+async fn only_its_own_host_names_are_answered() {
+    let s = screen_with(true, |c| c.allowed_hosts = vec!["station-3.clinic.lan".into()]).await;
+    let right = basic(&format!("x:{PASSWORD}"));
+    let port = s.addr.rsplit(':').next().expect("port").to_string();
+    for path in ["/", "/events"] {
+        for host in ["attacker.example".to_string(), format!("attacker.example:{port}"), "127.0.0.1:1".to_string()] {
+            let a = raw_from("127.0.0.1", &s.addr, &get_request(&host, path, Some(&right)), Duration::from_secs(3)).await;
+            assert_eq!(a.status, 421, "Host: {host} {path}: {}", a.head);
+            assert!(!a.body.contains("event:"), "{}", a.body);
+            assert_security_headers(&a, "421");
+        }
+    }
+    for host in [s.addr.clone(), format!("localhost:{port}"), "127.0.0.1".to_string(), format!("station-3.clinic.lan:{port}")] {
+        let a = raw_from("127.0.0.1", &s.addr, &get_request(&host, "/", Some(&right)), Duration::from_secs(3)).await;
+        assert_eq!(a.status, 200, "Host: {host}: {}", a.head);
+    }
+    let absolute = format!("GET http://attacker.example/ HTTP/1.1\r\nHost: {}\r\nAuthorization: {right}\r\nConnection: close\r\n\r\n", s.addr);
+    assert_eq!(raw_from("127.0.0.1", &s.addr, absolute.as_bytes(), Duration::from_secs(3)).await.status, 421, "the target's authority too");
+}
+
+/// Issue 25, attack 6: password guessing. After 5 wrong passwords within a minute an address
+/// gets 429 with Retry-After, whatever it sends; another address is not affected.
+#[tokio::test]
+async fn wrong_passwords_are_limited_per_client_address() {
+    let s = screen(true).await;
+    let guess = |n: usize| basic(&format!("x:guess-{n}"));
+    for n in 0..5 {
+        let a = raw_from("127.0.0.3", &s.addr, &get_request(&s.addr, "/", Some(&guess(n))), Duration::from_secs(3)).await;
+        assert_eq!(a.status, 401, "guess {n}: {}", a.head);
+    }
+    let right = basic(&format!("x:{PASSWORD}"));
+    for auth in [guess(5), right.clone()] {
+        let a = raw_from("127.0.0.3", &s.addr, &get_request(&s.addr, "/events", Some(&auth)), Duration::from_secs(3)).await;
+        assert_eq!(a.status, 429, "{}", a.head);
+        let wait: u64 = a.header("retry-after").and_then(|r| r.parse().ok()).expect("Retry-After in seconds");
+        assert!((1..=60).contains(&wait), "Retry-After {wait}");
+        assert_security_headers(&a, "429");
+    }
+    let other = raw_from("127.0.0.4", &s.addr, &get_request(&s.addr, "/", Some(&right)), Duration::from_secs(3)).await;
+    assert_eq!(other.status, 200, "another address: {}", other.head);
+    // A request without credentials (a browser's first) is not a guess.
+    for _ in 0..6 {
+        assert_eq!(raw_from("127.0.0.5", &s.addr, &get_request(&s.addr, "/", None), Duration::from_secs(3)).await.status, 401);
+    }
+    assert_eq!(raw_from("127.0.0.5", &s.addr, &get_request(&s.addr, "/", Some(&right)), Duration::from_secs(3)).await.status, 200);
+}
+
+/// Issue 25, attack 6: the answers hyper makes by itself for a request it cannot parse carry
+/// the security headers like every other answer, and so do 401, 404, 405.
+#[tokio::test]
+async fn every_answer_carries_the_security_headers_the_servers_own_errors_included() {
+    let s = screen(true).await;
+    let read_for = Duration::from_secs(3);
+    let malformed = raw_from("127.0.0.1", &s.addr, b"GET / HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", read_for).await;
+    assert_eq!(malformed.status, 400, "{}", malformed.head);
+    assert_security_headers(&malformed, "hyper's 400");
+    let huge = format!("GET / HTTP/1.1\r\nHost: {}\r\nX-Pad: {}\r\n\r\n", s.addr, "a".repeat(20 * 1024));
+    let huge = raw_from("127.0.0.1", &s.addr, huge.as_bytes(), read_for).await;
+    assert_eq!(huge.status, 431, "{}", huge.head);
+    assert_security_headers(&huge, "hyper's 431");
+    let right = basic(&format!("x:{PASSWORD}"));
+    assert_security_headers(&get(&s.addr, "/", None).await, "401");
+    assert_security_headers(&get(&s.addr, "/nope", Some(&right)).await, "404");
+    assert_security_headers(&request(&s.addr, "POST", "/", Some(&right), read_for).await, "405");
+    // After a good answer on the same connection, a malformed second request: still patched.
+    let two = format!("GET /viewer.css HTTP/1.1\r\nHost: {}\r\nAuthorization: {right}\r\n\r\nGET / HTTP/1.1\r\nbad\r\n\r\n", s.addr);
+    let both = raw_from("127.0.0.1", &s.addr, two.as_bytes(), read_for).await;
+    let second = both.body.split("HTTP/1.1 400").nth(1).map(|rest| rest.split("\r\n\r\n").next().unwrap_or("").to_lowercase());
+    assert!(second.is_some_and(|h| h.contains("x-content-type-options: nosniff")), "{}{}", both.head, both.body);
+}
+
+/// `lesiond check` (and the start) warn about a password shorter than 12 characters.
+#[test]
+fn a_short_password_gets_a_warning_from_check() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let token = write_file(work.path(), "viewer-token", "short1\n");
+    let config = write_file(work.path(), "lesiond.toml", &config_text("check", free_port(), "[source]\nkind = \"synthetic\"\n", work.path()));
+    let out = lesiond().args(["check", "--config"]).arg(&config).env("LESIOND_VIEWER__TOKEN_FILE", &token).output().expect("lesiond check");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.lines().any(|l| l.contains("viewer") && l.contains("fewer than 12 characters")), "{text}");
+    assert!(!text.contains("short1"), "the password is in the output: {text}");
+}
+
 /// Through the binary: the password file works end to end, and the password is never logged.
 #[test]
 fn the_daemon_serves_its_screen_behind_the_password_and_never_logs_it() {
@@ -195,13 +401,19 @@ fn the_daemon_serves_its_screen_behind_the_password_and_never_logs_it() {
     assert!(wait_until(Duration::from_secs(30), || viewer_addr(&daemon.log_text()).is_some()), "no viewer line: {}", daemon.log_text());
     let addr = viewer_addr(&daemon.log_text()).expect("addr");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let (without, with) = runtime.block_on(async {
-        (get(&addr, "/", None).await.status, get(&addr, "/", Some(&basic(&format!("x:{PASSWORD}")))).await.status)
+    let (without, with, wrong) = runtime.block_on(async {
+        (
+            get(&addr, "/", None).await.status,
+            get(&addr, "/", Some(&basic(&format!("x:{PASSWORD}")))).await.status,
+            get(&addr, "/", Some(&basic("x:tried-this-guess"))).await.status,
+        )
     });
     daemon.signal("-TERM");
     let status = daemon.wait(Duration::from_secs(30));
     let log = daemon.log_text();
-    assert_eq!((without, with), (401, 200), "{log}");
+    assert_eq!((without, with, wrong), (401, 200, 401), "{log}");
     assert!(status.is_some_and(|s| s.success()), "{log}");
     assert!(!log.contains(PASSWORD), "the password is in the log: {log}");
+    assert!(log.lines().any(|l| l.contains("wrong password from 127.0.0.1") && l.contains("failures=1")), "the failed login is not logged: {log}");
+    assert!(!log.contains("tried-this-guess"), "the guess is in the log: {log}");
 }

@@ -18,6 +18,16 @@ pub enum AuthError {
     Empty { path: PathBuf },
 }
 
+/// Shorter passwords get a warning at start and in `lesiond check`.
+pub const MIN_CHARS: usize = 12;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    Missing,
+    Wrong,
+    Right,
+}
+
 /// The password; `Debug` never shows it.
 #[derive(Clone)]
 pub struct Password(String);
@@ -41,6 +51,26 @@ impl Password {
 
     pub fn new(password: &str) -> Password {
         Password(password.to_string())
+    }
+
+    /// A warning when the password is short enough to guess: with the login limit
+    /// (`throttle.rs`) a few tries a minute per address, still too few characters to stand
+    /// long against several addresses.
+    pub fn weakness(&self) -> Option<String> {
+        let chars = self.0.chars().count();
+        (chars < MIN_CHARS).then(|| {
+            format!("the viewer password (viewer.token_file) has fewer than {MIN_CHARS} characters: use a longer one, e.g. four random words")
+        })
+    }
+
+    /// What the request's credentials are worth: none given (a browser's first request, which
+    /// the 401 answers), the password, or something else (a guess, counted against the client).
+    pub fn judge(&self, headers: &HeaderMap) -> Credential {
+        match headers.get(header::AUTHORIZATION) {
+            None => Credential::Missing,
+            Some(_) if self.admits(headers) => Credential::Right,
+            Some(_) => Credential::Wrong,
+        }
     }
 
     /// Whether the request carries the password: `Authorization: Basic` with any user name, or
@@ -94,6 +124,17 @@ mod tests {
         assert!(!p.admits(&with("Basic !!!notbase64")));
         assert!(!p.admits(&HeaderMap::new()));
         assert!(!format!("{p:?}").contains("s3cret"));
+        assert_eq!(p.judge(&HeaderMap::new()), Credential::Missing);
+        assert_eq!(p.judge(&with("Bearer wrong")), Credential::Wrong);
+        assert_eq!(p.judge(&with("Bearer s3cret")), Credential::Right);
+    }
+
+    #[test]
+    fn a_short_password_is_warned_about_without_showing_it() {
+        let warning = Password::new("s3cret").weakness().expect("6 characters");
+        assert!(warning.contains("12") && !warning.contains("s3cret"), "{warning}");
+        assert!(Password::new("ééééééééééé").weakness().is_some(), "11 characters, 22 bytes");
+        assert!(Password::new("correct-horse-42").weakness().is_none());
     }
 
     #[test]

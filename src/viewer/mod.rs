@@ -7,18 +7,30 @@
 //! It only reads: GET (and HEAD) on its own paths, 405 for other methods, 404 elsewhere. Its
 //! work never touches the frame path: the inference thread hands over an assessment with a
 //! non-blocking send, and states reach it through the watch channel the publisher reads.
+//!
+//! What guards it (docs/viewer.md, "Security model"): its own server (`server.rs`) with
+//! connection caps (`gate.rs`) and timeouts; the Host check (`host.rs`); the password with a
+//! limit on wrong ones (`login.rs`, `throttle.rs`); the security headers on every answer
+//! (`headers.rs`), hyper's own error answers included (`wire.rs`).
 
 pub mod auth;
 pub mod events;
 pub mod feed;
+mod gate;
+mod headers;
+mod host;
+mod login;
+mod server;
+mod throttle;
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::middleware;
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -43,15 +55,15 @@ const INDEX_HTML: &str = include_str!("assets/index.html");
 const VIEWER_CSS: &str = include_str!("assets/viewer.css");
 const VIEWER_JS: &str = include_str!("assets/viewer.js");
 
-/// The page's own resources only; no inline script or style, no other origin.
-const CONTENT_SECURITY_POLICY: &str =
-    "default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/// The longest an event stream stays silent: a browser or proxy may close a quiet stream.
+const STREAM_KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 /// The listening socket and the password, before anything is served: binding at start makes a
 /// busy port a start-up error, not a surprise later.
 pub struct Bound {
     listener: tokio::net::TcpListener,
     password: Option<Password>,
+    config: ViewerConfig,
 }
 
 impl Bound {
@@ -59,51 +71,96 @@ impl Bound {
         self.listener.local_addr().ok()
     }
 
-    /// Serves until the process ends. A failure is logged here and ends only the viewer; the
-    /// frame path and MQTT go on.
+    /// Serves until the process ends. The server retries its own errors; the frame path and
+    /// MQTT never wait on it.
     pub fn serve(self, feeds: Feeds) -> tokio::task::JoinHandle<()> {
-        let app = router(feeds, self.password);
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(self.listener, app).await {
-                tracing::error!("viewer stopped: {e}; the station goes on without its screen");
-            }
-        })
+        let limits = server::Limits {
+            caps: gate::Caps { total: self.config.max_connections, per_client: self.config.max_connections_per_client },
+            header_timeout: Duration::from_secs(self.config.header_timeout_secs),
+            idle_timeout: Duration::from_secs(self.config.idle_timeout_secs),
+        };
+        let app = router(feeds, self.password, &self.config);
+        tokio::spawn(server::run(self.listener, app, limits))
     }
 }
 
-/// Reads the password (if any) and binds `viewer.listen`.
+/// Reads the password (if any) and binds `viewer.listen`. A short password is logged as a
+/// warning (`lesiond check` says the same through `check_password`).
 pub async fn bind(config: &ViewerConfig) -> Result<Bound, ViewerError> {
     let addr = config.listen_addr().map_err(ViewerError::Config)?;
     let password = config.token_file.as_deref().map(Password::from_file).transpose()?;
+    if let Some(weakness) = password.as_ref().and_then(Password::weakness) {
+        tracing::warn!("viewer: {weakness}");
+    }
+    warn_if_descriptors_are_short(config);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ViewerError::Bind { addr, source })?;
-    Ok(Bound { listener, password })
+    Ok(Bound { listener, password, config: config.clone() })
 }
 
-/// The viewer's routes with its guards: the password (when set) and the security headers on
-/// every answer, 401 and 404 included.
-pub fn router(feeds: Feeds, password: Option<Password>) -> Router {
+/// For `lesiond check`: `None` without a password file, else whether the daemon could read it
+/// and what to say about it (a short password is a warning, not a failure).
+pub fn check_password(config: &ViewerConfig) -> Option<(bool, String)> {
+    let path = config.token_file.as_deref().filter(|_| config.enabled)?;
+    Some(match Password::from_file(path) {
+        Ok(password) => match password.weakness() {
+            Some(weakness) => (true, format!("warning: {weakness}")),
+            None => (true, format!("password from {}", path.display())),
+        },
+        Err(e) => (false, e.to_string()),
+    })
+}
+
+/// The screen's connections must fit well under the process's descriptor limit, or a full
+/// screen would starve the spool and the broker connection (issue 25).
+fn warn_if_descriptors_are_short(config: &ViewerConfig) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the struct we pass and nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let needed = config.max_connections as u64 + 256;
+    // rlim_t is 32 bits on armv7.
+    #[allow(clippy::unnecessary_cast)]
+    if limit.rlim_cur != libc::RLIM_INFINITY && (limit.rlim_cur as u64) < needed {
+        tracing::warn!(
+            "viewer: viewer.max_connections = {} leaves too few of this process's {} file descriptors for the spool, the broker and the camera: raise LimitNOFILE (the systemd unit sets 4096) or lower viewer.max_connections",
+            config.max_connections,
+            limit.rlim_cur
+        );
+    }
+}
+
+/// The viewer's routes with its guards, outermost first: the security headers on every answer,
+/// the Host check, then the password (when set) with its limit on wrong ones.
+fn router(feeds: Feeds, password: Option<Password>, config: &ViewerConfig) -> Router {
+    // A third of the idle timeout at most, so a stream the page reads is never idle.
+    let keep_alive = STREAM_KEEP_ALIVE.min(Duration::from_secs(config.idle_timeout_secs) / 3);
     let routes = Router::new()
         .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
         .route("/viewer.css", get(|| async { asset("text/css; charset=utf-8", VIEWER_CSS) }))
         .route("/viewer.js", get(|| async { asset("text/javascript; charset=utf-8", VIEWER_JS) }))
-        .route("/events", get(event_stream))
+        .route("/events", get(move |state: State<Feeds>| event_stream(state, keep_alive)))
         .route("/frame/{assessment_id}", get(frame_preview))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .with_state(feeds);
     let routes = match password {
-        Some(password) => routes.layer(middleware::from_fn_with_state(Arc::new(password), require_password)),
+        Some(password) => {
+            let throttle = throttle::LoginThrottle::new(config.max_failed_logins, Duration::from_secs(config.login_block_secs));
+            routes.layer(middleware::from_fn_with_state(Arc::new(login::Login { password, throttle }), login::require_password))
+        }
         None => routes,
     };
-    routes.layer(middleware::from_fn(security_headers))
+    routes
+        .layer(middleware::from_fn_with_state(Arc::new(host::AllowedHosts::new(&config.allowed_hosts)), host::check_host))
+        .layer(middleware::from_fn(headers::add_security_headers))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
-async fn event_stream(State(feeds): State<Feeds>) -> impl IntoResponse {
-    // A comment every 10 s keeps proxies and the browser from closing an idle stream.
-    Sse::new(events::stream(&feeds)).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+async fn event_stream(State(feeds): State<Feeds>, keep_alive: Duration) -> impl IntoResponse {
+    Sse::new(events::stream(&feeds)).keep_alive(KeepAlive::new().interval(keep_alive))
 }
 
 /// The sharpest frame of a recent assessment, when previews are on (404 otherwise).
@@ -112,24 +169,4 @@ async fn frame_preview(State(feeds): State<Feeds>, Path(assessment_id): Path<Str
         Some(jpeg) => ([(header::CONTENT_TYPE, "image/jpeg")], axum::body::Bytes::from(jpeg.to_vec())).into_response(),
         None => (StatusCode::NOT_FOUND, "no preview\n").into_response(),
     }
-}
-
-async fn require_password(State(password): State<Arc<Password>>, request: Request, next: Next) -> Response {
-    if password.admits(request.headers()) {
-        return next.run(request).await;
-    }
-    let challenge = HeaderValue::from_static("Basic realm=\"lesiond station\", charset=\"UTF-8\"");
-    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, challenge)], "the station screen needs its password\n").into_response()
-}
-
-async fn security_headers(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    // Live data and a page that changes with the binary: nothing is to be cached.
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }

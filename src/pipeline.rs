@@ -198,7 +198,7 @@ impl Pipeline {
             std::thread::Builder::new()
                 .name("inference".into())
                 .spawn(move || {
-                    let out = InferenceOutputs { spool: &spool, frames: publish_frames.then_some(&frames), stats: &stats, control: &control, states: &states, assessments: &assessments, heartbeat: &heartbeat };
+                    let out = InferenceOutputs { spool: &spool, frames: publish_frames.then_some(&frames), stats: &stats, control: &control, states: &states, assessments: &assessments, heartbeat: &heartbeat, stop: &stop };
                     // The engine's worker threads already exist (or start at the first invoke):
                     // what they use from here on is this pipeline's inference work.
                     let me = cputime::this_thread_id();
@@ -410,12 +410,28 @@ struct InferenceOutputs<'a> {
     assessments: &'a AssessmentFeed,
     /// Beaten while a spool write waits for a resource (that wait is not a hang).
     heartbeat: &'a Heartbeat,
+    /// Raised at shutdown: a spool write still waiting for a resource then gets a few seconds
+    /// more, not its whole budget, so the thread ends within the shutdown's wait and the loss
+    /// is counted.
+    stop: &'a StopFlag,
 }
 
+/// How long a waiting spool write may go on once the pipeline is stopping.
+const SPOOL_RETRY_WHEN_STOPPING: Duration = Duration::from_secs(5);
+
 /// Spools a result; a write that fails for want of descriptors, memory or disk space is retried
-/// for up to `spool::WRITE_RETRY_FOR`, beating the heartbeat meanwhile.
+/// for up to `spool::WRITE_RETRY_FOR` (a few seconds once stopping), beating the heartbeat
+/// meanwhile.
 fn spool_result(out: &InferenceOutputs<'_>, json: &[u8]) -> Result<u64, crate::spool::SpoolError> {
+    let stopping_since: std::cell::Cell<Option<Instant>> = std::cell::Cell::new(None);
     out.spool.append_waiting(json, &|wait| {
+        if out.stop.is_raised() {
+            let since = stopping_since.get().unwrap_or_else(Instant::now);
+            stopping_since.set(Some(since));
+            if since.elapsed() >= SPOOL_RETRY_WHEN_STOPPING {
+                return false;
+            }
+        }
         let until = Instant::now() + wait;
         while Instant::now() < until {
             out.heartbeat.beat();

@@ -54,9 +54,11 @@ const MAGIC: &str = "LESIOND-SPOOL 1";
 /// entry back is bounded too.
 pub const MAX_ENTRY_BYTES: u64 = 4 * 1024 * 1024;
 /// How long a write that fails for want of descriptors, memory or disk space is retried before
-/// the result is given up (and counted as lost): below the 30 s the shutdown waits for the
-/// inference thread, so a retrying write never outlives the daemon unnoticed.
-pub const WRITE_RETRY_FOR: Duration = Duration::from_secs(20);
+/// the result is given up (and counted as lost). Long enough to outlast a flood that holds every
+/// descriptor for a minute (the inference thread waits, frames are dropped and counted
+/// meanwhile); the caller's `wait` cuts it short at shutdown (the pipeline gives a stopping
+/// write 5 s), so a waiting write never outlives the daemon unnoticed.
+pub const WRITE_RETRY_FOR: Duration = Duration::from_secs(120);
 const FIRST_RETRY: Duration = Duration::from_millis(50);
 const MAX_RETRY: Duration = Duration::from_secs(1);
 /// How many temporary names a write tries when something is in the way.

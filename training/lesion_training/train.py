@@ -33,10 +33,12 @@ PRESETS = {
     # Full fine-tune, the whole network, images augmented on the training device (camera degradations
     # included: augment.camera_augment). `gpu` and `full-cpu` are the same recipe; only the epoch count
     # differs, sized by measured images/s (docs/training.md).
-    "gpu": dict(epochs=40, batch=128, lr=6e-4, head_lr=3e-3, wd=0.05, ema=0.998, tau=1.0, smoothing=0.05,
+    # 10 epochs: on the H200 (2026-12-04) 20- and 60-epoch schedules peaked on validation by epoch 6-18 and
+    # then lost balanced accuracy and AUC (docs/training.md); the 10-epoch run made the candidate.
+    "gpu": dict(epochs=10, batch=128, lr=6e-4, head_lr=3e-3, wd=0.05, ema=0.998, tau=1.0, smoothing=0.05,
                 warmup_epochs=2, dropout=0.2, workers=16),
-    "full-cpu": dict(epochs=12, batch=128, lr=6e-4, head_lr=3e-3, wd=0.05, ema=0.998, tau=1.0, smoothing=0.05,
-                     warmup_epochs=1, dropout=0.2, workers=2),
+    "full-cpu": dict(epochs=10, batch=128, lr=6e-4, head_lr=3e-3, wd=0.05, ema=0.998, tau=1.0, smoothing=0.05,
+                     warmup_epochs=2, dropout=0.2, workers=2),
 }
 
 
@@ -374,6 +376,8 @@ def train_full(split_rows, root: Path, cfg: dict, ckpt: Path, device: str = "cud
             train_step(probe, po, torch.randint(0, n, (bs,), device=dev), 0.1, pb)
         sync()
         step_s = (time.time() - ts) / k_steps
+        predict_full(probe, xva_t[: min(len(va), 512)])  # first pass autotunes (cudnn): not timed
+        sync()
         ts = time.time()
         predict_full(probe, xva_t[: min(len(va), 512)])
         sync()

@@ -385,7 +385,7 @@ def train_full(split_rows, root: Path, cfg: dict, ckpt: Path, device: str = "cud
         epoch_s = steps_per_epoch * step_s + val_s + 0.5
         fit = int(budget_s // epoch_s)
         epochs = max(1, min(cfg["epochs"], fit))
-        log(f"measured: {bs / step_s:.0f} train img/s (batch {bs}, augmentation included), validation pass "
+        log(f"measured: {bs / step_s:.1f} train img/s (batch {bs}, augmentation included), validation pass "
             f"{val_s:.1f}s, epoch ~{epoch_s:.1f}s -> {epochs} epochs fit the {budget_s:.0f}s budget (preset {cfg['epochs']})")
         gen.set_state(gstate)
         del probe, po

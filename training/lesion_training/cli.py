@@ -83,7 +83,7 @@ def _load():
 
 def cmd_train(a):
     torch = _torch(a.threads)
-    from .train import PRESETS, train_cpu, train_gpu
+    from .train import PRESETS, train_cpu, train_full
     cfg = dict(PRESETS[a.preset])
     if a.epochs:
         cfg["epochs"] = a.epochs
@@ -101,7 +101,14 @@ def cmd_train(a):
         res = train_cpu(x, y, s, cfg, ckpt, threads=a.threads, keep=a.keep)
     else:
         from .data import read_split
-        res = train_gpu(read_split(), data_root(a.data), cfg, ckpt, device=a.device, limit=a.limit)
+        device = a.device if a.preset == "gpu" else "cpu"
+        if a.batch:
+            cfg["batch"] = a.batch
+        if a.workers:
+            cfg["workers"] = a.workers
+        res = train_full(read_split(), data_root(a.data), cfg, ckpt, device=device, limit=a.limit,
+                         budget_s=a.budget, hard_stop_s=a.hard_stop, resume=a.resume, keep=a.keep,
+                         out_dir=Path(a.out_dir) if a.out_dir else None)
     OUT.mkdir(exist_ok=True)
     (OUT / f"train_{a.preset}{a.tag}_history.json").write_text(json.dumps(res["history"], indent=1))
     log(f"train done in {time.time() - t0:.0f}s -> {ckpt}")
@@ -478,7 +485,9 @@ def main(argv=None):
                                    "golden", "placeholder", "onnx-int8", "all", "videos", "damage", "photos",
                                    "operating-point", "ood", "ood-eval"])
     p.add_argument("--data", help="HAM10000 root (default $LESIOND_DATA or ../shared/data/ham10000)")
-    p.add_argument("--preset", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--preset", choices=["cpu", "gpu", "full-cpu"], default="cpu",
+                   help="cpu: tail on cached frozen features (the shipped model); gpu / full-cpu: full fine-tune, "
+                        "one recipe on CUDA / on the CPU")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--epochs", type=int)
     p.add_argument("--views", type=int)
@@ -487,7 +496,14 @@ def main(argv=None):
                    help="cpu preset: the epoch whose weights are kept: best validation balanced accuracy, or the last "
                         "(the shipped model: `--keep last`; models/selection.json)")
     p.add_argument("--device", default="cuda", help="gpu preset: torch device (cpu only for a smoke run)")
-    p.add_argument("--limit", type=int, help="gpu preset: first N images of train and val (smoke run)")
+    p.add_argument("--limit", type=int, help="gpu / full-cpu: first N images of train and val (smoke run)")
+    p.add_argument("--budget", type=float, help="gpu / full-cpu: seconds of training; the epoch count is cut to fit "
+                                                "after measuring the step time")
+    p.add_argument("--hard-stop", type=float, help="gpu / full-cpu: stop after the epoch that passes this many seconds")
+    p.add_argument("--resume", action="store_true", help="gpu / full-cpu: continue from <checkpoint>.state.pt")
+    p.add_argument("--batch", type=int, help="gpu / full-cpu: batch size")
+    p.add_argument("--workers", type=int, help="gpu / full-cpu: processes decoding the JPEGs")
+    p.add_argument("--out-dir", help="gpu / full-cpu: folder of history.json and the validation logits (default training/out)")
     p.add_argument("--tag", default="", help="suffix of the trained checkpoint name (experiments)")
     p.add_argument("--ckpt", help="checkpoint to calibrate/export (default: latest)")
     p.add_argument("--alpha", type=float, help="force the post-hoc prior adjustment (default: chosen on val)")

@@ -64,7 +64,7 @@ def torch_float_logits(net: torch.nn.Module, x_uint8_nhwc: np.ndarray, bs: int =
 
 
 def export_all(net: torch.nn.Module, x_train: np.ndarray, x_check: np.ndarray, models: Path = MODELS,
-               n_rep: int = 300) -> dict:
+               n_rep: int = 300, per_channel_dense: bool = False) -> dict:
     import tensorflow as tf
 
     net = net.eval()
@@ -106,8 +106,9 @@ def export_all(net: torch.nn.Module, x_train: np.ndarray, x_check: np.ndarray, m
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.uint8
     conv.inference_output_type = tf.uint8
-    # TF >= 2.17 quantizes FULLY_CONNECTED per-channel; TF Lite 2.6 silently mis-runs that
-    conv._experimental_disable_per_channel_quantization_for_dense_layers = True
+    # TF >= 2.17 quantizes FULLY_CONNECTED per-channel; TF Lite 2.6 silently mis-runs that (the Pi's
+    # TF Lite 2.20 runs it: `per_channel_dense=True` makes such a file, for that runtime only)
+    conv._experimental_disable_per_channel_quantization_for_dense_layers = not per_channel_dense
     (models / INT8_NAME).write_bytes(conv.convert())
 
     # 4. ONNX (NHWC raw pixels in, transpose + normalisation in the graph)

@@ -9,7 +9,8 @@ TRAINING_DIR = Path(__file__).resolve().parent.parent
 REPO = TRAINING_DIR.parent
 CACHE = TRAINING_DIR / ".cache"
 OUT = TRAINING_DIR / "out"
-MODELS = REPO / "models"
+# LESIOND_MODELS_OUT: write a candidate's files elsewhere (models/candidates/<name>/) instead of the shipped ones
+MODELS = Path(os.environ["LESIOND_MODELS_OUT"]).resolve() if os.environ.get("LESIOND_MODELS_OUT") else REPO / "models"
 GOLDEN = REPO / "tests" / "golden"
 SPLIT_CSV = TRAINING_DIR / "splits" / "ham10000_split.csv"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Measures the lesion-presence check on faint lesions and on painted-out skin (issue 27, point 6).
 
-Contrast of a lesion (from its mask, at the check's own scale): on the 200x150 image, in the
+Contrast of a lesion (from its mask, at the check's own scale; `scenes.lesion_contrast`): on the 200x150 image, in the
 check's field (inside the ellipse of normalised radius 0.97, luminance above 0.06, so a
 dermatoscope's black corners do not count as skin), the mean Rec. 601 luminance (0..1) of the
 skin (mask 0) minus that of the lesion (mask 255). Images whose field holds fewer than 2 % skin or
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -36,31 +35,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "training"))
 from lesion_training import scenes as S  # noqa: E402
 from lesion_training.paths import data_root  # noqa: E402
-
-FIELD_RADIUS = 0.97
-BLACK = 0.06
-MIN_SHARE = 0.02
-
-
-def _field(h: int, w: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:h, 0:w]
-    dy = (yy + 0.5 - h / 2) / (h / 2)
-    dx = (xx + 0.5 - w / 2) / (w / 2)
-    return np.sqrt(dx * dx + dy * dy) < FIELD_RADIUS
-
-
-def contrast(small: np.ndarray, mask: np.ndarray | None) -> float | None:
-    """Skin minus lesion mean luminance in the check's field, 0..1; None when undefined."""
-    if mask is None:
-        return None
-    y = small.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255.0
-    field = _field(*y.shape) & (y > BLACK)
-    les, skin = field & mask, field & ~mask
-    n = field.sum()
-    if n == 0 or les.sum() < MIN_SHARE * n or skin.sum() < MIN_SHARE * n:
-        return None
-    return float(y[skin].mean() - y[les].mean())
-
 
 def run_checks(lesiond: str, config: str | None, files: list[Path]) -> dict[str, dict]:
     out = {}
@@ -84,21 +58,18 @@ def build(out: Path, root: Path, split: str, seed: int, decile: float, log=print
             return m
     rng = np.random.default_rng([seed, 13])  # as videos.write_damage
     lesions = S.one_per_lesion(S.read_split(), split, rng)
-    rows, undefined = [], 0
-    for r in lesions:
-        c = contrast(S.load_ham_small(root, r["image_id"]), S.load_mask_small(root, r["image_id"]))
-        if c is None:
-            undefined += 1
-        else:
-            rows.append((c, r["image_id"], r["dx"]))
-    rows.sort()
-    k = math.ceil(decile * len(rows))
-    faint = rows[:k]
+    faint = S.lowest_contrast(root, lesions, decile)
+    # (the quantiles below need every contrast; cheap next to painting out)
+    scored = sorted(c for c in (S.lesion_contrast(S.load_ham_small(root, r["image_id"]),
+                                                  S.load_mask_small(root, r["image_id"])) for r in lesions)
+                    if c is not None)
+    undefined = len(lesions) - len(scored)
     for d in ("faint", "painted"):
         (out / d).mkdir(parents=True, exist_ok=True)
         for old in (out / d).glob("*.jpg"):
             old.unlink()
-    for c, iid, _ in faint:
+    for c, r in faint:
+        iid = r["image_id"]
         S.save_jpeg(S.upscale(S.load_ham_small(root, iid)), out / "faint" / f"{iid}.jpg")
     painted = []
     for r in lesions:
@@ -109,12 +80,12 @@ def build(out: Path, root: Path, split: str, seed: int, decile: float, log=print
                 S.save_jpeg(S.upscale(p), out / "painted" / f"{iid}.jpg")
                 painted.append(iid)
     m = {"key": key, "lesions": len(lesions), "contrast_undefined": undefined,
-         "contrast_quantiles": {q: round(rows[int(q * (len(rows) - 1))][0], 4) for q in (0.0, 0.05, 0.1, 0.25, 0.5)},
+         "contrast_quantiles": {q: round(scored[int(q * (len(scored) - 1))], 4) for q in (0.0, 0.05, 0.1, 0.25, 0.5)},
          "decile_max_contrast": round(faint[-1][0], 4) if faint else None,
-         "faint": [{"image_id": iid, "dx": dx, "contrast": round(c, 4)} for c, iid, dx in faint],
+         "faint": [{"image_id": r["image_id"], "dx": r["dx"], "contrast": round(c, 4)} for c, r in faint],
          "painted": painted}
     meta.write_text(json.dumps(m, indent=1) + "\n")
-    log(f"{split}: {len(lesions)} lesions ({undefined} without a defined contrast), lowest decile {k} "
+    log(f"{split}: {len(lesions)} lesions ({undefined} without a defined contrast), lowest decile {len(faint)} "
         f"(contrast <= {m['decile_max_contrast']}), {len(painted)} painted-out -> {out}")
     return m
 

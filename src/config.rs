@@ -267,6 +267,12 @@ pub struct ChecksConfig {
     /// centre of plain or painted-over skin).
     pub lesion_contrast_clear: f32,
     pub lesion_centre_texture_min: f32,
+    /// A faint candidate (contrast from `lesion_contrast_faint_min` up to `lesion_contrast_min`)
+    /// is a lesion only when its centre is clearly more textured than the field
+    /// (`lesion_centre_texture_faint_min` times it): a light nevus keeps its network, painted-out
+    /// skin is smooth there. Below `lesion_contrast_faint_min`: `no_lesion` whatever the texture.
+    pub lesion_contrast_faint_min: f32,
+    pub lesion_centre_texture_faint_min: f32,
     /// `lesion_off_centre` below this share of the central disc covered by the lesion.
     pub lesion_centre_share_min: f32,
     /// `lesion_off_centre` above this share of the field covered by the candidate (it is then
@@ -293,6 +299,8 @@ impl Default for ChecksConfig {
             lesion_contrast_min: 0.05,
             lesion_contrast_clear: 0.08,
             lesion_centre_texture_min: 1.0,
+            lesion_contrast_faint_min: 0.04,
+            lesion_centre_texture_faint_min: 1.2,
             lesion_centre_share_min: 0.1,
             lesion_area_max: 0.95,
             motion_max_px: 8.0,
@@ -792,6 +800,7 @@ impl Config {
             ("not_skin_red_share_below", ch.not_skin_red_share_below),
             ("lesion_contrast_min", ch.lesion_contrast_min),
             ("lesion_contrast_clear", ch.lesion_contrast_clear),
+            ("lesion_contrast_faint_min", ch.lesion_contrast_faint_min),
             ("lesion_centre_share_min", ch.lesion_centre_share_min),
             ("lesion_area_max", ch.lesion_area_max),
             ("focus_relative_min", ch.focus_relative_min),
@@ -803,6 +812,7 @@ impl Config {
         for (key, v) in [
             ("not_skin_texture_above", ch.not_skin_texture_above),
             ("lesion_centre_texture_min", ch.lesion_centre_texture_min),
+            ("lesion_centre_texture_faint_min", ch.lesion_centre_texture_faint_min),
             ("motion_max_px", ch.motion_max_px),
             ("focus_min", ch.focus_min),
         ] {

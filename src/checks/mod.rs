@@ -168,9 +168,7 @@ fn judge(c: &ChecksConfig, a: &Analysis, motion_px: Option<f32>) -> FrameChecks 
         || lesion.red_share < c.not_skin_red_share_below
     {
         failed.push(Check::NotSkin);
-    } else if lesion.contrast < c.lesion_contrast_min
-        || (lesion.contrast < c.lesion_contrast_clear && lesion.centre_texture < c.lesion_centre_texture_min)
-    {
+    } else if no_lesion(c, &lesion) {
         failed.push(Check::NoLesion);
     } else if lesion.centre_share < c.lesion_centre_share_min || lesion.area > c.lesion_area_max {
         failed.push(Check::LesionOffCentre);
@@ -198,6 +196,16 @@ fn judge(c: &ChecksConfig, a: &Analysis, motion_px: Option<f32>) -> FrameChecks 
         failed,
         signature: a.signature,
     }
+}
+
+/// `no_lesion`: the candidate does not stand out from the skin. Contrast alone decides at both
+/// ends; in between, the centre's texture must show structure, the more so the fainter the
+/// candidate (a light nevus keeps its pigment network; plain or painted-out skin is as smooth
+/// in the centre as around it). Thresholds measured in docs/examination.md.
+fn no_lesion(c: &ChecksConfig, l: &LesionFigures) -> bool {
+    l.contrast < c.lesion_contrast_faint_min
+        || (l.contrast < c.lesion_contrast_min && l.centre_texture < c.lesion_centre_texture_faint_min)
+        || (l.contrast < c.lesion_contrast_clear && l.centre_texture < c.lesion_centre_texture_min)
 }
 
 #[cfg(test)]

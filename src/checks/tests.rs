@@ -105,3 +105,18 @@ fn area_average_handles_any_size() {
     }
     assert!(checks(&RgbImage::new(1, 1)).failed.contains(&Check::TooDark));
 }
+
+#[test]
+fn a_faint_lesion_with_a_textured_centre_is_found_and_smooth_skin_is_not() {
+    // Figures as measured on the test video's faint visits (ISIC_0026567: contrast 0.042,
+    // centre texture 1.45) and on painted-out skin of the same contrast (centre about 1.0).
+    let faint = LesionFigures { contrast: 0.042, centre_texture: 1.45, centre_share: 0.7, area: 0.45, ..Default::default() };
+    let painted = LesionFigures { centre_texture: 1.0, ..faint };
+    let config = ChecksConfig::default();
+    assert!(!no_lesion(&config, &faint), "a faint textured lesion is found");
+    assert!(no_lesion(&config, &painted), "smooth painted-out skin is no lesion");
+    assert!(no_lesion(&config, &LesionFigures { contrast: 0.035, ..faint }), "below the faint floor: no lesion");
+    // Before issue 27 the contrast floor was lesion_contrast_min alone: the faint lesion was missed.
+    let before = ChecksConfig { lesion_contrast_faint_min: config.lesion_contrast_min, ..config.clone() };
+    assert!(no_lesion(&before, &faint));
+}

@@ -300,7 +300,8 @@ def cmd_videos(a):
     if not a.out:
         raise SystemExit("videos: --out DIR is required")
     write_video(Path(a.out), data_root(a.data), seed=a.seed, visits=a.visits, split=a.split,
-                photos=_photo_list(a), jobs=a.jobs or default_jobs(), log=log, pose=a.pose)
+                photos=_photo_list(a), jobs=a.jobs or default_jobs(), log=log, pose=a.pose,
+                faint=a.faint)
 
 
 def cmd_damage(a):
@@ -523,6 +524,9 @@ def main(argv=None):
     v.add_argument("--pose", action="store_true",
                    help="videos: also vary each visit's pose (mirror/flip/180 degrees, tilt, lesion up to 40 px "
                         "off-centre, white balance +-5 %%), beyond issue 12's hold (jitter, noise, flicker)")
+    v.add_argument("--faint", type=int, default=0,
+                   help="videos: replace this many visits by lesions of the split's lowest-contrast decile "
+                        "(contrast from the masks; issue 27)")
     v.add_argument("--jobs", type=int, help="videos: render processes (default min(2, cores))")
     o = p.add_argument_group("operating-point (numpy only)")
     o.add_argument("--lesiond", default=str(Path(__file__).resolve().parents[2] / "target" / "release" / "lesiond"),

@@ -98,6 +98,43 @@ def stratified(lesions: list[dict], n: int, rng: np.random.Generator) -> list[di
     return out
 
 
+# ------------------------------------------------------------------------------ lesion contrast
+CONTRAST_FIELD_RADIUS = 0.97  # the lesion check's field (src/checks/lesion.rs)
+CONTRAST_BLACK = 0.06
+CONTRAST_MIN_SHARE = 0.02
+
+
+def lesion_contrast(small: np.ndarray, mask: np.ndarray | None) -> float | None:
+    """How far a lesion stands out, from its mask, at the lesion check's own scale: in the check's
+    field (normalised elliptical radius < 0.97, luminance > 0.06, so a dermatoscope's black corners
+    are not skin), the mean Rec. 601 luminance (0..1) of the skin (mask 0) minus that of the lesion
+    (mask 255). None when the field holds under 2 % of either (no defined contrast)."""
+    if mask is None:
+        return None
+    y = small.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255.0
+    h, w = y.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.hypot((xx + 0.5 - w / 2) / (w / 2), (yy + 0.5 - h / 2) / (h / 2))
+    field = (r < CONTRAST_FIELD_RADIUS) & (y > CONTRAST_BLACK)
+    les, skin = field & mask, field & ~mask
+    n = field.sum()
+    if n == 0 or les.sum() < CONTRAST_MIN_SHARE * n or skin.sum() < CONTRAST_MIN_SHARE * n:
+        return None
+    return float(y[skin].mean() - y[les].mean())
+
+
+def lowest_contrast(root: Path, rows: list[dict], share: float = 0.1) -> list[tuple[float, dict]]:
+    """The `share` of `rows` (rounded up) with the lowest `lesion_contrast`, lowest first, as
+    (contrast, row); rows without a defined contrast are left out."""
+    scored = []
+    for r in rows:
+        c = lesion_contrast(load_ham_small(root, r["image_id"]), load_mask_small(root, r["image_id"]))
+        if c is not None:
+            scored.append((c, r))
+    scored.sort(key=lambda t: (t[0], t[1]["image_id"]))
+    return scored[:int(np.ceil(share * len(scored)))]
+
+
 # ------------------------------------------------------------------------------- painted-out skin
 def _dilate(m: np.ndarray, r: int) -> np.ndarray:
     out = m.copy()

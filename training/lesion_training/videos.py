@@ -258,12 +258,31 @@ class _Ctx:
                 del self.plan.sources[k]  # another spot or hair collage left: not plain skin
 
 
+def _faint_visits(root: Path, lesions: list[dict], chosen: list[dict], k: int, seed: int) -> tuple[list[dict], set]:
+    """`chosen` with k of its visits (seeded places) replaced by lesions from the split's
+    lowest-contrast decile (`scenes.lowest_contrast`, seeded pick, none already chosen): the light
+    nevi the lesion check finds hardest (issue 27). Own random stream, so the rest of the plan is
+    the one without faint visits. Returns the visits and the image ids put in."""
+    frng = np.random.default_rng([seed, 27])
+    taken = {r["lesion_id"] for r in chosen}
+    pool = [r for _, r in S.lowest_contrast(root, lesions) if r["lesion_id"] not in taken]
+    k = min(k, len(chosen), len(pool))
+    picks = [pool[i] for i in frng.choice(len(pool), size=k, replace=False)]
+    out = list(chosen)
+    for place, r in zip(sorted(frng.choice(len(chosen), size=k, replace=False)), picks):
+        out[int(place)] = r
+    return out, {r["image_id"] for r in picks}
+
+
 def make_plan(root: Path, seed: int = 1, visits: int = 24, split: str = "test", photos: list[Path] = (),
-              pose: bool = False) -> Plan:
+              pose: bool = False, faint: int = 0) -> Plan:
     rng = np.random.default_rng([seed, 12])
     rows = S.read_split()
     lesions = S.one_per_lesion(rows, split, rng)
     chosen = S.stratified(lesions, visits, rng)
+    faint_ids = set()
+    if faint > 0:
+        chosen, faint_ids = _faint_visits(Path(root), lesions, chosen, faint, seed)
     chosen_ids = {r["lesion_id"] for r in chosen}
     pool = [r for r in lesions if r["lesion_id"] not in chosen_ids]  # idle scenes never show a visit's lesion
     plan = Plan(seed)
@@ -277,7 +296,10 @@ def make_plan(root: Path, seed: int = 1, visits: int = 24, split: str = "test", 
             rng.shuffle(order)
         plan.segments.append(_idle(plan, rng, order.pop(), ctx))
         if v < visits:
-            plan.segments.append(_visit(plan, rng, chosen[v], ctx))
+            seg = _visit(plan, rng, chosen[v], ctx)
+            if chosen[v]["image_id"] in faint_ids:
+                seg["faint"] = True  # from the lowest-contrast decile (--faint)
+            plan.segments.append(seg)
     # per-frame noise seeds
     for f in plan.frames:
         f["seed"] = int(hashlib.sha256(f"{seed}:{f['index']}".encode()).hexdigest()[:15], 16)
@@ -328,10 +350,10 @@ def manifest(plan: Plan) -> dict:
 
 
 def write_video(out: Path, root: Path, seed: int = 1, visits: int = 24, split: str = "test",
-                photos: list[Path] = (), jobs: int = 1, log=print, pose: bool = False) -> dict:
+                photos: list[Path] = (), jobs: int = 1, log=print, pose: bool = False, faint: int = 0) -> dict:
     global _PLAN
     t0 = time.time()
-    plan = make_plan(root, seed, visits, split, photos, pose)
+    plan = make_plan(root, seed, visits, split, photos, pose, faint)
     log(f"planned {plan.n} frames ({plan.n / FPS:.0f} s), {visits} visits, {len(plan.sources)} sources "
         f"in {time.time() - t0:.1f}s")
     out = Path(out)
@@ -360,7 +382,8 @@ def write_video(out: Path, root: Path, seed: int = 1, visits: int = 24, split: s
         if s["kind"] == "idle":
             k = s["scene"].split(":")[0]
             idle[k] = idle.get(k, 0) + 1
-    log(f"visits per class {counts}; idle scenes {idle}")
+    n_faint = sum(1 for s in plan.segments if s.get("faint"))
+    log(f"visits per class {counts}; idle scenes {idle}" + (f"; {n_faint} faint visits" if faint else ""))
     return m
 
 

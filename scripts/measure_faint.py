@@ -36,15 +36,13 @@ sys.path.insert(0, str(REPO / "training"))
 from lesion_training import scenes as S  # noqa: E402
 from lesion_training.paths import data_root  # noqa: E402
 
+sys.path.insert(0, str(REPO / "scripts"))
+from measure_checks import run_checks as _run_checks  # noqa: E402
+
+
 def run_checks(lesiond: str, config: str | None, files: list[Path]) -> dict[str, dict]:
-    out = {}
-    for i in range(0, len(files), 200):
-        cmd = [lesiond, "checks"] + (["--config", config] if config else []) + [str(f) for f in files[i:i + 200]]
-        p = subprocess.run(cmd, capture_output=True, text=True)
-        for line in p.stdout.splitlines():
-            row = json.loads(line)
-            out[Path(row["image"]).stem] = row
-    return out
+    """`lesiond checks` on the files (measure_checks.py's runner), keyed by image id (file stem)."""
+    return {Path(name).stem: row for name, row in _run_checks(lesiond, config, files).items()}
 
 
 def build(out: Path, root: Path, split: str, seed: int, decile: float, log=print) -> dict:

@@ -39,3 +39,6 @@ pub mod spool;
 pub mod stats;
 pub mod supervision;
 pub mod viewer;
+
+#[cfg(test)]
+mod golden_payloads;

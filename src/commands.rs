@@ -123,20 +123,6 @@ fn valid_request_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.chars().all(|c| !c.is_control())
 }
 
-/// The reply published on `reply/<name>`.
-#[derive(Debug, Serialize)]
-pub struct Reply<T: Serialize> {
-    pub schema_version: u32,
-    pub command: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-    pub ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<T>,
-}
-
 /// What commands change in the running pipeline: shared with the capture thread.
 #[derive(Debug, Default)]
 pub struct Control {

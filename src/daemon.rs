@@ -14,12 +14,14 @@ use crate::classifier::{Classifier, ClassifierError};
 use crate::commands::{CommandName, Control};
 use crate::config::{Config, ConfigError, ConfigOrigin};
 use crate::pipeline::{Outputs, Pipeline, PipelineEnd};
-use crate::publish::{self, CommandReply, DaemonRequest, FrameImage, LinkError, Mode, Shared};
+use crate::publish::{self, CommandReply, DaemonRequest, LinkError, Mode, Shared};
 use crate::source::SourceError;
 use crate::spool::{Spool, SpoolError};
 use crate::stats::Stats;
 use crate::supervision::panic_message;
-use crate::viewer::{self, About, AssessmentFeed, Feeds, DISCLAIMER};
+use crate::report::DISCLAIMER;
+use crate::recorder::{AssessmentFeed, Recorder};
+use crate::viewer::{self, About, Feeds};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -48,7 +50,7 @@ pub enum DaemonError {
 /// What the running pipeline is wired to; kept across reloads.
 struct Wiring {
     spool: Arc<Spool>,
-    frames: mpsc::Sender<FrameImage>,
+    frames: mpsc::Sender<crate::report::thumbnail::Thumbnail>,
     stats: Arc<Stats>,
     control: Arc<Control>,
     /// The station's state, serialized, for the publisher (retained on `state`) and the viewer.
@@ -61,14 +63,15 @@ struct Wiring {
 
 impl Wiring {
     fn start(&self, config: &Config, classifier: Classifier) -> Result<Pipeline, SourceError> {
-        let outputs = Outputs {
+        let recorder = Recorder {
             spool: self.spool.clone(),
-            frames: self.frames.clone(),
             stats: self.stats.clone(),
-            control: self.control.clone(),
+            // Thumbnails leave the daemon only with mqtt.publish_frames.
+            thumbnails: config.mqtt.publish_frames.then(|| self.frames.clone()),
             states: self.states.clone(),
             assessments: self.assessments.clone(),
         };
+        let outputs = Outputs { recorder, stats: self.stats.clone(), control: self.control.clone() };
         let info = classifier.info();
         let mode = crate::pipeline::effective_mode(config);
         let about = About {
@@ -115,14 +118,18 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
     tracing::info!(model = %info.id, sha256 = %info.sha256, temperature = info.temperature, "{}", info.engine);
     tracing::info!(model = %info.id, "{}", info.status);
     tracing::info!(model = %info.id, "{}", info.referral);
-    let spool = Arc::new(Spool::open(&config.spool)?);
+    // The destinations that take results from the spool, each through its own delivery cursor.
+    // A new one (an imaging archive) adds its line here and starts its task below.
+    let destinations = [publish::DESTINATION];
+    let spool = Arc::new(Spool::open(&config.spool, &destinations)?);
 
     let stats = Arc::new(Stats::default());
     let control = Arc::new(Control::default());
     let (frames_tx, frames_rx) = mpsc::channel(4);
     let (requests_tx, mut requests) = mpsc::channel(4);
     let (states_tx, states_rx) = tokio::sync::watch::channel(None);
-    let shared = Shared { stats: stats.clone(), spool: spool.clone(), control: control.clone(), states: states_rx.clone() };
+    let delivery = spool.delivery(publish::DESTINATION.name).ok_or_else(|| DaemonError::Failed("the MQTT destination has no delivery cursor".into()))?;
+    let shared = Shared { stats: stats.clone(), spool: spool.clone(), delivery, control: control.clone(), states: states_rx.clone() };
     // The screen's socket before anything runs: a busy port or an unreadable password file is a
     // start-up error, named, rather than a station that silently has no screen.
     let screen = match config.viewer.enabled {

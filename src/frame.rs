@@ -23,3 +23,17 @@ pub struct Frame {
     /// Time spent reading and decoding this frame.
     pub decode_time: Duration,
 }
+
+/// Milliseconds per stage for one frame (published with its classification; the stats keep
+/// percentiles of them).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct LatencyMs {
+    pub decode: f64,
+    pub preprocess: f64,
+    /// Waiting for the inference thread.
+    pub queue: f64,
+    pub inference: f64,
+    pub postprocess: f64,
+    /// Capture to result, all of the above.
+    pub total: f64,
+}

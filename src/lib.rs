@@ -33,12 +33,11 @@ pub mod postprocess;
 pub mod preprocess;
 pub mod publish;
 pub mod queue;
+pub mod recorder;
 pub mod referral;
+pub mod report;
 pub mod source;
 pub mod spool;
 pub mod stats;
 pub mod supervision;
 pub mod viewer;
-
-#[cfg(test)]
-mod golden_payloads;

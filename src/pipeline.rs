@@ -1,8 +1,9 @@
 //! The pipeline threads: source -> checks -> preprocess -> [bounded queue] -> engine ->
-//! examination -> spool (and the viewer, the log, the counters; the publisher reads the spool).
+//! examination -> recorder (which spools each result for the destinations, and feeds the
+//! screen, the log and the counters: `recorder/`).
 //!
 //! Capture, decode, the per-frame checks and preprocessing run on the *capture thread*; the
-//! engine, the examination and spooling on the *inference thread*. While the model works on
+//! engine, the examination and the recorder on the *inference thread*. While the model works on
 //! frame N the capture thread already prepares frame N+1, so throughput approaches 1 / invoke
 //! time. The queue between them is small and drops the oldest frame when full (or waits, for a
 //! lossless replay).
@@ -11,7 +12,7 @@
 //! spooled as a classification. In `auto` / `manual` (the camera, paced replays) the checks
 //! decide which frames are worth the model, the examination turns the classified frames of one
 //! lesion into one assessment, and the station state (idle, hold steady, assessing, ...) is
-//! handed to the publisher on every change.
+//! recorded on every change.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::classifier::Classifier;
 use crate::commands::Control;
@@ -30,14 +31,14 @@ use crate::cputime;
 use crate::examination::{assessment, Examination, ModelView, Observed, Step};
 use crate::frame::FrameOrigin;
 use crate::preprocess::{InputTensor, Preprocessor};
-use crate::publish::payload::{self, LatencyMs, PayloadInput};
-use crate::publish::FrameImage;
+use crate::frame::LatencyMs;
 use crate::queue::{FrameQueue, Pop};
+use crate::recorder::{Outcome, Recorder};
+use crate::report::classification::{self, PayloadInput};
+use crate::report::state::{FrameReport, StatePayload};
 use crate::source::{self, FrameSource, SourceEvent, StopFlag};
-use crate::spool::Spool;
 use crate::stats::Stats;
 use crate::supervision::{panic_message, Heartbeat};
-use crate::viewer::AssessmentFeed;
 
 /// An engine that fails on this many frames in a row is broken (a bad delegate, a corrupted
 /// model in memory): the pipeline ends as failed so the daemon exits and systemd restarts it,
@@ -74,18 +75,12 @@ pub enum PipelineEnd {
     Failed(String),
 }
 
-/// Where the pipeline's output goes: every result into the spool (the publisher sends it from
-/// there), frames to the publisher directly when enabled.
+/// Where the pipeline's output goes: every outcome to the recorder (its one way out), and
+/// what the threads share with the daemon.
 pub struct Outputs {
-    pub spool: Arc<Spool>,
-    pub frames: mpsc::Sender<FrameImage>,
+    pub recorder: Recorder,
     pub stats: Arc<Stats>,
     pub control: Arc<Control>,
-    /// The station's state, serialized, for the publisher (and the viewer, which reads the same
-    /// channel).
-    pub states: tokio::sync::watch::Sender<Option<Vec<u8>>>,
-    /// Each assessment as spooled, for the station screen (`viewer`): a non-blocking hand-over.
-    pub assessments: Arc<AssessmentFeed>,
 }
 
 /// What the pipeline does with frames: a batch replay of stored captures (a directory at
@@ -127,7 +122,7 @@ impl Pipeline {
     /// engine raises the stop flag so the capture thread ends too. The inference thread always
     /// sends how the pipeline ended; a dropped sender is read as a failure, never as a stop.
     pub fn start(config: &Config, classifier: Classifier, outputs: Outputs) -> Result<Pipeline, source::SourceError> {
-        let Outputs { spool, frames, stats, control, states, assessments } = outputs;
+        let Outputs { recorder, stats, control } = outputs;
         let mode = effective_mode(config);
         tracing::info!(mode = ?mode, "frames: {}", match mode {
             ExaminationMode::Continuous => "every frame classified and published",
@@ -193,12 +188,11 @@ impl Pipeline {
             let heartbeat = heartbeats.inference.clone();
             let stop = stop.clone();
             let station_id = config.station.id.clone();
-            let publish_frames = config.mqtt.publish_frames;
             let exam = ExamSetup { mode, config: config.examination.clone(), focus_relative_min: config.checks.focus_relative_min, model_vouches };
             std::thread::Builder::new()
                 .name("inference".into())
                 .spawn(move || {
-                    let out = InferenceOutputs { spool: &spool, frames: publish_frames.then_some(&frames), stats: &stats, control: &control, states: &states, assessments: &assessments, heartbeat: &heartbeat, stop: &stop };
+                    let out = InferenceOutputs { recorder: &recorder, stats: &stats, control: &control, heartbeat: &heartbeat, stop: &stop };
                     // The engine's worker threads already exist (or start at the first invoke):
                     // what they use from here on is this pipeline's inference work.
                     let me = cputime::this_thread_id();
@@ -402,12 +396,9 @@ fn capture_loop(mut source: Box<dyn FrameSource>, mut checker: Option<FrameCheck
 }
 
 struct InferenceOutputs<'a> {
-    spool: &'a Spool,
-    frames: Option<&'a mpsc::Sender<FrameImage>>,
+    recorder: &'a Recorder,
     stats: &'a Stats,
     control: &'a Control,
-    states: &'a tokio::sync::watch::Sender<Option<Vec<u8>>>,
-    assessments: &'a AssessmentFeed,
     /// Beaten while a spool write waits for a resource (that wait is not a hang).
     heartbeat: &'a Heartbeat,
     /// Raised at shutdown: a spool write still waiting for a resource then gets a few seconds
@@ -419,12 +410,12 @@ struct InferenceOutputs<'a> {
 /// How long a waiting spool write may go on once the pipeline is stopping.
 const SPOOL_RETRY_WHEN_STOPPING: Duration = Duration::from_secs(5);
 
-/// Spools a result; a write that fails for want of descriptors, memory or disk space is retried
-/// for up to `spool::WRITE_RETRY_FOR` (a few seconds once stopping), beating the heartbeat
-/// meanwhile.
-fn spool_result(out: &InferenceOutputs<'_>, json: &[u8]) -> Result<u64, crate::spool::SpoolError> {
+/// Hands an outcome to the recorder. A spool write that fails for want of descriptors, memory
+/// or disk space is retried for up to `spool::WRITE_RETRY_FOR` (a few seconds once stopping),
+/// beating the heartbeat meanwhile.
+fn record(out: &InferenceOutputs<'_>, outcome: Outcome<'_>) {
     let stopping_since: std::cell::Cell<Option<Instant>> = std::cell::Cell::new(None);
-    out.spool.append_waiting(json, &|wait| {
+    out.recorder.record(outcome, &|wait| {
         if out.stop.is_raised() {
             let since = stopping_since.get().unwrap_or_else(Instant::now);
             stopping_since.set(Some(since));
@@ -451,7 +442,7 @@ struct ExamSetup {
 }
 
 /// Classifies frames until the queue closes: every frame in continuous mode; in the
-/// examination modes, the frames the examination asks about, spooling its assessments and
+/// examination modes, the frames the examination asks about, recording its assessments and
 /// publishing its state. Returns this thread's CPU time inside the engine, for the CPU account;
 /// or why the engine is considered broken.
 fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out: &InferenceOutputs<'_>, heartbeat: &Heartbeat, station_id: &str, setup: &ExamSetup) -> Result<Duration, String> {
@@ -462,9 +453,9 @@ fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out
         // Continuous mode has no station state. An empty retained message removes the one a
         // previous examination mode left on the broker (after a reload, or from the last run),
         // so that no screen keeps showing it.
-        out.states.send_replace(Some(Vec::new()));
+        record(out, Outcome::NoState);
     }
-    let spool_frames = setup.mode == ExaminationMode::Continuous || setup.config.publish_frame_results;
+    let record_frames = setup.mode == ExaminationMode::Continuous || setup.config.publish_frame_results;
     let mut last_frame_at: Option<Instant> = None;
     let mut last_frame: Option<(FrameChecks, FrameOrigin)> = None;
     // The JPEGs of the last classified frames, made on the capture thread only when
@@ -487,7 +478,7 @@ fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out
         stats.queue_depth.store(queue.len(), Ordering::Relaxed);
         last_frame_at = Some(item.at);
         let Some(exam) = examination.as_mut() else {
-            engine.classify_and_spool(classifier, item, out, station_id, true)?;
+            engine.classify_and_record(classifier, item, out, station_id, true)?;
             continue;
         };
         if out.control.take_examination_request() {
@@ -497,7 +488,7 @@ fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out
         let observed = Observed { seq: item.seq, at: item.at, captured_at: item.captured_at, origin: item.origin.clone(), checks, lesion_seen_by_model: false };
         if exam.observe(&observed) == Step::Classify && item.input.is_some() {
             let jpeg = item.frame_jpeg.clone().map(|j| (item.seq, j));
-            if let Some(frame) = engine.classify_and_spool(classifier, item, out, station_id, spool_frames)? {
+            if let Some(frame) = engine.classify_and_record(classifier, item, out, station_id, record_frames)? {
                 exam.classified(&observed, frame);
                 if let Some(jpeg) = jpeg {
                     if jpegs.len() == 2 * setup.config.min_frames.max(1) as usize {
@@ -510,64 +501,29 @@ fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out
         if let Some(a) = exam.take_assessment() {
             let sharpest = a.frames.iter().max_by(|x, y| a.weight(x).total_cmp(&a.weight(y)));
             let preview = sharpest.and_then(|f| jpegs.iter().find(|(seq, _)| *seq == f.seq)).map(|(_, j)| j.as_slice());
-            spool_assessment(&a, classifier, out, station_id, setup.mode, preview);
+            record_assessment(&a, classifier, out, station_id, setup.mode, preview);
         }
         last_frame = Some((observed.checks, observed.origin));
         publish_state(exam, out, station_id, setup.mode, last_frame.as_ref());
     }
 }
 
-/// Hands a changed state to the publisher (which publishes the newest, a few times a second at
-/// most).
+/// Records a changed state (the publisher publishes the newest, a few times a second at most).
 fn publish_state(exam: &mut Examination, out: &InferenceOutputs<'_>, station_id: &str, mode: ExaminationMode, frame: Option<&(FrameChecks, FrameOrigin)>) {
     let since = exam.state_since();
     let Some(state) = exam.take_state_change() else { return };
-    tracing::debug!(state = state.state.as_str(), check = ?state.check.map(|c| c.as_str()), "station state");
-    let frame = frame.map(|(checks, source)| crate::examination::state::FrameReport { source, checks });
-    let payload = crate::examination::state::StatePayload::new(station_id, mode, state, since, frame);
-    match serde_json::to_vec(&payload) {
-        Ok(json) => {
-            out.states.send_replace(Some(json));
-        }
-        Err(e) => tracing::error!("cannot serialize the state: {e}"),
-    }
+    let frame = frame.map(|(checks, source)| FrameReport { source, checks });
+    record(out, Outcome::State(StatePayload::new(station_id, mode, state, since, frame)));
 }
 
-/// Spools an assessment (the publisher sends it from there, like a classification).
-fn spool_assessment(a: &assessment::Assessment, classifier: &Classifier, out: &InferenceOutputs<'_>, station_id: &str, mode: ExaminationMode, preview: Option<&[u8]>) {
+/// Records an assessment, with the JPEG of its sharpest frame when one was kept.
+fn record_assessment(a: &assessment::Assessment, classifier: &Classifier, out: &InferenceOutputs<'_>, station_id: &str, mode: ExaminationMode, frame_jpeg: Option<&[u8]>) {
     let labels = classifier.labels().clone();
-    let body = assessment::payload(a, station_id, mode, classifier.info(), &labels, classifier.operating_point());
-    let top = body.top.first().map(|t| (t.code.to_string(), t.probability));
-    let json = match serde_json::to_vec(&body) {
-        Ok(json) => json,
-        Err(e) => {
-            tracing::error!("cannot serialize an assessment: {e}");
-            return;
-        }
-    };
-    // The screen shows it even when the spool cannot keep it: the clinician is looking at this
-    // lesion now, and the state names this assessment either way. Its preview first, so that
-    // a page that hears of the assessment finds the image.
-    if let Some(jpeg) = preview {
-        out.assessments.publish_preview(&a.id, jpeg);
-    }
-    out.assessments.publish(&json);
-    if let Err(e) = spool_result(out, &json) {
-        Stats::inc(&out.stats.spool_failed);
-        tracing::error!(assessment_id = %a.id, "assessment lost: {e}");
-        return;
-    }
-    Stats::inc(&out.stats.assessments);
-    if let Some(reasons) = &a.abstain {
-        Stats::inc(&out.stats.assessments_abstained);
-        tracing::info!(assessment_id = %a.id, frames = a.frames.len(), reasons = ?reasons, "assessment: abstained");
-    } else if let Some((code, p)) = top {
-        tracing::info!(assessment_id = %a.id, frames = a.frames.len(), top = %code, p = format!("{p:.3}"), "assessment");
-    }
+    let message = assessment::payload(a, station_id, mode, classifier.info(), &labels, classifier.operating_point());
+    record(out, Outcome::Assessment { message, frame_jpeg });
 }
 
-
-/// The engine's side of the inference thread: invokes, counts failures, spools classifications.
+/// The engine's side of the inference thread: invokes, counts failures, records classifications.
 struct EngineRun {
     invoke_cpu: Duration,
     taken: u64,
@@ -575,10 +531,10 @@ struct EngineRun {
 }
 
 impl EngineRun {
-    /// Classifies a prepared frame; spools (and logs) its classification when `spool` is set.
+    /// Classifies a prepared frame; records its classification when `record_it` is set.
     /// Returns the frame's result, `None` when the engine failed on this frame, or `Err` when
     /// it keeps failing.
-    fn classify_and_spool(&mut self, classifier: &mut Classifier, item: Prepared, out: &InferenceOutputs<'_>, station_id: &str, spool: bool) -> Result<Option<ModelView>, String> {
+    fn classify_and_record(&mut self, classifier: &mut Classifier, item: Prepared, out: &InferenceOutputs<'_>, station_id: &str, record_it: bool) -> Result<Option<ModelView>, String> {
         let stats = out.stats;
         let Some(input) = item.input.as_ref() else { return Ok(None) };
         let queue_wait = item.queued_at.elapsed();
@@ -621,65 +577,34 @@ impl EngineRun {
             out_of_distribution: ood.is_some_and(|o| o.out_of_distribution),
             typical: ood.is_some_and(|o| !o.atypical),
         };
-        if !spool {
+        if !record_it {
             return Ok(Some(frame));
         }
         // The frame's own checks (none in continuous mode; a classified frame in an examination
         // passed them) and its out-of-distribution score.
         let abstain = crate::abstain::of_image(item.checks.as_ref(), ood.as_ref());
-        let result_id = uuid::Uuid::new_v4().to_string();
         let labels = classifier.labels().clone();
-        let body = payload::build(PayloadInput {
+        let message = classification::build(PayloadInput {
             station_id,
-            result_id: result_id.clone(),
+            result_id: uuid::Uuid::new_v4().to_string(),
             seq: item.seq,
             captured_at: item.captured_at,
             origin: &item.origin,
-            model: classifier.info(),
+            model: classifier.info().reference(),
             labels: &labels,
             classification: &classification,
             referral: if abstain.is_none() { classifier.refer(&classification.probabilities) } else { None },
             abstain,
             latency,
         });
-        let json = match serde_json::to_vec(&body) {
-            Ok(json) => json,
-            Err(e) => {
-                tracing::error!("cannot serialize result: {e}");
-                return Ok(Some(frame));
-            }
-        };
-        // Into the spool before anything else: from here the result survives a dead broker, a
-        // restart and a power cut; the publisher removes it once the broker acknowledged it.
-        if let Err(e) = spool_result(out, &json) {
-            Stats::inc(&stats.spool_failed);
-            tracing::error!(seq = item.seq, "result lost: {e}");
-            return Ok(Some(frame));
-        }
-        // Logged once spooled: a logged result is a result that will reach the broker.
-        let top = &labels.classes[classification.top[0]];
-        tracing::info!(
-            seq = item.seq,
-            source = %item.origin.name,
-            top = %top.code,
-            p = format!("{:.3}", classification.probabilities[top.index]),
-            ms = latency.total,
-            result_id = %result_id,
-            "classified"
-        );
-        if let (Some(frames), Some(jpeg)) = (out.frames, item.frame_jpeg) {
-            // Frames are best effort (QoS 0): never wait for them, but count what is dropped.
-            if frames.try_send(FrameImage { result_id, jpeg }).is_err() {
-                Stats::inc(&stats.thumbnails_dropped);
-            }
-        }
+        record(out, Outcome::Classification { message, thumbnail: item.frame_jpeg });
         Ok(Some(frame))
     }
 }
 
-/// A small JPEG of the frame (at most 320 px wide), for subscribers that show what was seen.
+/// A small JPEG of the frame (at most `thumbnail::MAX_WIDTH` px wide), for subscribers that show what was seen.
 fn downscaled_jpeg(image: &image::RgbImage) -> Option<Vec<u8>> {
-    let width = image.width().min(320);
+    let width = image.width().min(crate::report::thumbnail::MAX_WIDTH);
     let height = (u64::from(image.height()) * u64::from(width) / u64::from(image.width().max(1))).max(1) as u32;
     let small = image::imageops::resize(image, width, height, image::imageops::FilterType::Triangle);
     let mut out = Vec::new();

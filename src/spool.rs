@@ -1,9 +1,14 @@
-//! The on-disk spool: every result is written here before it is published, and removed only
-//! when the broker has acknowledged it (PUBACK). Results made while the broker is away simply
-//! stay; they are sent in order once it is back, after a daemon restart too.
+//! The on-disk spool: every result is written here before any destination gets it, and removed
+//! only when every destination that takes its kind has acknowledged it (the broker's PUBACK;
+//! the archive's C-STORE response). Each destination reads through its own delivery cursor, so
+//! one that is down neither blocks nor loses another's results: what it has not acknowledged
+//! simply stays, and is sent in order once it is back, after a daemon restart too.
 //!
 //! One file per result, `<number>.entry`: a header line with the entry's kind (classification
-//! or assessment), the payload's length and its SHA-256, then the JSON payload. It is written
+//! or assessment), the payload's length and its SHA-256, then the payload (the recorder's
+//! bytes; the spool never looks inside them). With more than one destination, each one's
+//! acknowledgements of entries others still wait for are appended to `<destination>.acked`
+//! (one entry number a line), read back and compacted at start. It is written
 //! to a temporary name, flushed and renamed, so a power cut leaves either the whole entry or
 //! none (at worst a `.tmp` file, removed at start). The spool is bounded by size and age: when
 //! full, the oldest entries are dropped and counted — never silently.
@@ -76,14 +81,52 @@ pub enum SpoolError {
     TooLarge { size: u64, max: u64 },
     #[error("result of {size} bytes is larger than a spool entry may be ({max} bytes)")]
     EntryTooLarge { size: u64, max: u64 },
-    #[error("not a result: a spool entry is a JSON object with a result_id or an assessment_id")]
-    NotAResult,
+    #[error("no configured destination takes a {kind}")]
+    NoDestination { kind: &'static str },
 }
 
 #[derive(Debug, Clone)]
 struct Entry {
     bytes: u64,
     created: SystemTime,
+    /// The destinations that have not acknowledged it yet, one bit each (by [`Delivery`]).
+    pending: u32,
+}
+
+/// A destination that takes results from the spool: its name (which also names its file of
+/// acknowledgements, so it must stay the same across versions) and the kinds it takes.
+#[derive(Debug, Clone, Copy)]
+pub struct Destination {
+    pub name: &'static str,
+    pub kinds: &'static [EntryKind],
+}
+
+/// One destination's delivery cursor, from [`Spool::delivery`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery(usize);
+
+impl Delivery {
+    fn bit(self) -> u32 {
+        1 << self.0
+    }
+}
+
+/// At most this many destinations (one bit each in an entry's `pending`).
+const MAX_DESTINATIONS: usize = 16;
+/// A file of acknowledgements: one 20-digit number and a newline per entry; bounded, so that
+/// reading it back at start is too.
+const ACKED_EXT: &str = "acked";
+const ACKED_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What a destination's acknowledgement leaves to do on disk (off the async workers):
+/// [`Spool::finish`].
+#[derive(Debug)]
+pub enum Cleanup {
+    /// Every destination has it: delete the entry's file.
+    Delete(PathBuf),
+    /// Others still wait for it: note this destination's acknowledgement, so a restart does not
+    /// send it there again.
+    Record { file: PathBuf, number: u64 },
 }
 
 #[derive(Debug, Default)]
@@ -121,12 +164,14 @@ pub struct Spool {
     /// Test-only: extra latency per fsync (`LESIOND_TEST_FAULT=spool-fsync-delay-ms:N`).
     fsync_delay: Option<Duration>,
     state: Mutex<State>,
-    /// Woken on every append, so the publisher picks new entries up at once.
-    pub appended: tokio::sync::Notify,
+    destinations: Vec<Destination>,
+    /// One per destination, woken on every append of a kind it takes, so it picks new entries
+    /// up at once.
+    appended: Vec<tokio::sync::Notify>,
 }
 
 /// What a spool entry is, and so where it is published.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EntryKind {
     /// A frame's classification (has a `result_id`).
     Classification,
@@ -135,7 +180,7 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
-    fn tag(self) -> &'static str {
+    pub fn tag(self) -> &'static str {
         match self {
             EntryKind::Classification => "classification",
             EntryKind::Assessment => "assessment",
@@ -150,12 +195,10 @@ impl EntryKind {
     }
 }
 
-/// A spooled result, read back for publishing.
+/// A spooled result, read back for a destination.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpooledResult {
     pub number: u64,
-    /// The entry's `result_id` or `assessment_id`.
-    pub result_id: String,
     pub kind: EntryKind,
     pub json: Vec<u8>,
 }
@@ -173,8 +216,12 @@ enum ReadFailure {
 impl Spool {
     /// Opens (creating) the spool directory, checks that nobody else can write there, and
     /// indexes what a previous run left, setting aside what does not check out.
-    pub fn open(config: &SpoolConfig) -> Result<Spool, SpoolError> {
+    pub fn open(config: &SpoolConfig, destinations: &[Destination]) -> Result<Spool, SpoolError> {
+        assert!(!destinations.is_empty() && destinations.len() <= MAX_DESTINATIONS, "1 to {MAX_DESTINATIONS} destinations");
         let dir = config.dir.clone();
+        let wanted_by = |kind: EntryKind| -> u32 {
+            destinations.iter().enumerate().filter(|(_, d)| d.kinds.contains(&kind)).map(|(i, _)| 1u32 << i).sum()
+        };
         prepare_private_dir(&dir, true)?;
         let dir_err = |source| SpoolError::Dir { path: dir.clone(), source };
         let rejected = dir.join(REJECTED_DIR);
@@ -195,6 +242,17 @@ impl Spool {
             if name == FORMAT_FILE || name == REJECTED_DIR {
                 continue;
             }
+            if let Some(dest) = name.strip_suffix(&format!(".{ACKED_EXT}")) {
+                if file_type.is_file() && destinations.iter().any(|d| d.name == dest) {
+                    continue; // read once every entry is indexed
+                }
+                if file_type.is_file() && !dest.is_empty() && dest.bytes().all(|b| b.is_ascii_lowercase()) {
+                    // A destination no longer configured: its acknowledgements no longer matter.
+                    tracing::info!(file = %path.display(), "removing the acknowledgements of a destination no longer configured");
+                    let _ = fs::remove_file(&path);
+                    continue;
+                }
+            }
             // New entries are numbered after every name seen, whatever is there: a new entry
             // never lands on something left in the way.
             if let Some(number) = name.get(..20).filter(|d| d.bytes().all(|b| b.is_ascii_digit())).and_then(|d| d.parse::<u64>().ok()) {
@@ -214,12 +272,19 @@ impl Spool {
             }
             if let Some(number) = number_of(&name, ENTRY_EXT) {
                 match read_entry(&path) {
-                    Ok((_, _, json)) => {
+                    Ok((kind, json)) => {
                         make_private_file(&path);
                         let created = fs::symlink_metadata(&path).and_then(|m| m.modified()).unwrap_or_else(|_| SystemTime::now());
-                        state.total_bytes += json.len() as u64;
-                        state.entries.insert(number, Entry { bytes: json.len() as u64, created });
                         state.next_number = state.next_number.max(number + 1);
+                        let pending = wanted_by(kind);
+                        if pending == 0 {
+                            tracing::warn!(entry = number, kind = kind.tag(), "dropped a spooled result: no configured destination takes its kind");
+                            state.dropped += 1;
+                            let _ = fs::remove_file(&path);
+                            continue;
+                        }
+                        state.total_bytes += json.len() as u64;
+                        state.entries.insert(number, Entry { bytes: json.len() as u64, created, pending });
                     }
                     Err(ReadFailure::Gone) => {}
                     Err(ReadFailure::Resource(e)) => return Err(SpoolError::Dir { path: path.clone(), source: std::io::Error::other(e) }),
@@ -239,20 +304,21 @@ impl Spool {
             fsync: config.fsync,
             fsync_delay: crate::fault::fsync_delay(),
             state: Mutex::new(State::default()),
-            appended: tokio::sync::Notify::new(),
+            destinations: destinations.to_vec(),
+            appended: destinations.iter().map(|_| tokio::sync::Notify::new()).collect(),
         };
         // The previous version's plain JSON entries, once (see the module's comment).
         let mut converted = 0;
         for (number, name) in legacy {
             let path = dir.join(&name);
-            let parsed = fsread::read_no_follow(&path, "spool entry", MAX_ENTRY_BYTES).ok().and_then(|json| parse_entry(&json).map(|(_, kind)| (kind, json)));
+            let parsed = fsread::read_no_follow(&path, "spool entry", MAX_ENTRY_BYTES).ok().and_then(|json| legacy_kind(&json).map(|kind| (kind, json)));
             match parsed {
-                Some((kind, json)) if !state.entries.contains_key(&number) => {
+                Some((kind, json)) if !state.entries.contains_key(&number) && wanted_by(kind) != 0 => {
                     spool.write_entry(number, &encode(kind, &json)).map_err(|source| SpoolError::Write { path: spool.path(number), source })?;
                     let _ = fs::remove_file(&path);
                     let created = SystemTime::now();
                     state.total_bytes += json.len() as u64;
-                    state.entries.insert(number, Entry { bytes: json.len() as u64, created });
+                    state.entries.insert(number, Entry { bytes: json.len() as u64, created, pending: wanted_by(kind) });
                     state.next_number = state.next_number.max(number + 1);
                     converted += 1;
                 }
@@ -269,6 +335,7 @@ impl Spool {
             write_format_file(&dir).map_err(dir_err)?;
         }
         state.next_number = state.next_number.max(1);
+        spool.apply_acknowledgements(&mut state).map_err(dir_err)?;
         if !state.entries.is_empty() {
             tracing::info!(entries = state.entries.len(), bytes = state.total_bytes, "spool holds results from an earlier run; they are sent first");
         }
@@ -299,8 +366,8 @@ impl Spool {
     /// its size, and entries older than its age limit. A write that fails for want of
     /// descriptors, memory or disk space is retried (plain sleeps between tries; see
     /// [`Spool::append_waiting`]).
-    pub fn append(&self, json: &[u8]) -> Result<u64, SpoolError> {
-        self.append_waiting(json, &|d| {
+    pub fn append(&self, kind: EntryKind, bytes: &[u8]) -> Result<u64, SpoolError> {
+        self.append_waiting(kind, bytes, &|d| {
             std::thread::sleep(d);
             true
         })
@@ -315,7 +382,7 @@ impl Spool {
     /// and renamed without it, so a slow SD card (hundreds of ms per fsync) never blocks the
     /// publisher, which reads and removes entries concurrently. Only the inference thread
     /// appends.
-    pub fn append_waiting(&self, json: &[u8], wait: &dyn Fn(Duration) -> bool) -> Result<u64, SpoolError> {
+    pub fn append_waiting(&self, kind: EntryKind, json: &[u8], wait: &dyn Fn(Duration) -> bool) -> Result<u64, SpoolError> {
         let size = json.len() as u64;
         if size > MAX_ENTRY_BYTES {
             return Err(SpoolError::EntryTooLarge { size, max: MAX_ENTRY_BYTES });
@@ -323,7 +390,10 @@ impl Spool {
         if size > self.max_bytes {
             return Err(SpoolError::TooLarge { size, max: self.max_bytes });
         }
-        let (_, kind) = parse_entry(json).ok_or(SpoolError::NotAResult)?;
+        let pending = self.wanted_by(kind);
+        if pending == 0 {
+            return Err(SpoolError::NoDestination { kind: kind.tag() });
+        }
         let (number, evicted) = {
             let mut state = self.lock();
             let mut evicted = self.expire(&mut state);
@@ -369,9 +439,13 @@ impl Spool {
             state.total_bytes -= size;
             return Err(SpoolError::Write { path: self.path(number), source });
         }
-        state.entries.insert(number, Entry { bytes: size, created: SystemTime::now() });
+        state.entries.insert(number, Entry { bytes: size, created: SystemTime::now(), pending });
         drop(state);
-        self.appended.notify_one();
+        for (i, notify) in self.appended.iter().enumerate() {
+            if pending & (1 << i) != 0 {
+                notify.notify_one();
+            }
+        }
         Ok(number)
     }
 
@@ -448,29 +522,105 @@ impl Spool {
         Some(self.path(number))
     }
 
-    /// The oldest entry after `after` (or the oldest of all), read from disk and checked.
-    /// Entries that do not check out are set aside and counted. When the system is short of
-    /// descriptors or memory, returns `None` after a short pause, leaving the entry for the
-    /// next call. Blocking file I/O: the publisher calls it off the async workers (see
+    /// The destinations that take `kind`, one bit each.
+    fn wanted_by(&self, kind: EntryKind) -> u32 {
+        self.destinations.iter().enumerate().filter(|(_, d)| d.kinds.contains(&kind)).map(|(i, _)| 1u32 << i).sum()
+    }
+
+    /// The delivery cursor of the destination called `name` (as given to [`Spool::open`]).
+    pub fn delivery(&self, name: &str) -> Option<Delivery> {
+        self.destinations.iter().position(|d| d.name == name).map(Delivery)
+    }
+
+    /// Woken when an entry for `delivery` is appended.
+    pub fn appended(&self, delivery: Delivery) -> &tokio::sync::Notify {
+        &self.appended[delivery.0]
+    }
+
+    fn acked_file(&self, delivery: Delivery) -> PathBuf {
+        self.dir.join(format!("{}.{ACKED_EXT}", self.destinations[delivery.0].name))
+    }
+
+    /// At start: each destination's recorded acknowledgements clear its bit; entries every
+    /// destination has are deleted; each file is rewritten with only what is still pending
+    /// elsewhere (so the files stay small).
+    fn apply_acknowledgements(&self, state: &mut State) -> std::io::Result<()> {
+        for i in 0..self.destinations.len() {
+            let delivery = Delivery(i);
+            let path = self.acked_file(delivery);
+            let text = match fsread::read_no_follow(&path, "spool acknowledgements", ACKED_MAX_BYTES) {
+                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => {
+                    // Unreadable: its entries are sent to that destination again (at least
+                    // once), never lost.
+                    tracing::warn!(file = %path.display(), "cannot read the spool's acknowledgements ({}); those results are sent again", e.reason());
+                    String::new()
+                }
+            };
+            for number in text.lines().filter_map(|l| l.trim().parse::<u64>().ok()) {
+                if let Some(e) = state.entries.get_mut(&number) {
+                    e.pending &= !delivery.bit();
+                }
+            }
+        }
+        let done: Vec<u64> = state.entries.iter().filter(|(_, e)| e.pending == 0).map(|(n, _)| *n).collect();
+        for number in done {
+            if let Some(e) = state.entries.remove(&number) {
+                state.total_bytes -= e.bytes;
+                unlink(&self.path(number));
+            }
+        }
+        for i in 0..self.destinations.len() {
+            let delivery = Delivery(i);
+            let path = self.acked_file(delivery);
+            let kept: String = state
+                .entries
+                .iter()
+                .filter(|(_, e)| e.pending & delivery.bit() == 0)
+                .map(|(n, _)| format!("{n:020}\n"))
+                .collect();
+            if kept.is_empty() {
+                if fs::symlink_metadata(&path).is_ok() {
+                    fs::remove_file(&path)?;
+                }
+                continue;
+            }
+            let tmp = path.with_extension(format!("{ACKED_EXT}.tmp"));
+            let _ = fs::remove_file(&tmp);
+            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&tmp)?;
+            f.set_permissions(fs::Permissions::from_mode(0o600))?;
+            f.write_all(kept.as_bytes())?;
+            if self.fsync {
+                f.sync_all()?;
+            }
+            fs::rename(&tmp, &path)?;
+        }
+        Ok(())
+    }
+
+    /// The oldest entry for `delivery` after `after` (or its oldest of all), read from disk and
+    /// checked. Entries that do not check out are set aside and counted. When the system is
+    /// short of descriptors or memory, returns `None` after a short pause, leaving the entry
+    /// for the next call. Blocking file I/O: destinations call it off the async workers (see
     /// [`Spool::read_batch`]).
-    pub fn next_after(&self, after: Option<u64>) -> Option<SpooledResult> {
+    pub fn next_after(&self, delivery: Delivery, after: Option<u64>) -> Option<SpooledResult> {
         let mut at = after;
         loop {
             let number = {
                 let mut state = self.lock();
                 let expired = self.expire(&mut state);
-                let start = at.map_or(0, |a| a + 1);
-                let next = state.entries.range(start..).next().map(|(n, _)| *n);
+                let next = Self::next_pending(&state, delivery, at);
                 drop(state);
                 unlink_all(expired);
                 next?
             };
             match read_entry(&self.path(number)) {
-                Ok((result_id, kind, json)) => return Some(SpooledResult { number, result_id, kind, json }),
+                Ok((kind, json)) => return Some(SpooledResult { number, kind, json }),
                 Err(ReadFailure::Resource(e)) => {
                     self.lock().retried += 1;
                     tracing::warn!(entry = number, "cannot read a spool entry: {e}; it stays, retrying");
-                    // The publisher asks again at once: do not let it spin.
+                    // The destination asks again at once: do not let it spin.
                     std::thread::sleep(Duration::from_millis(100));
                     return None;
                 }
@@ -497,40 +647,86 @@ impl Spool {
         }
     }
 
-    /// Up to `max` entries after `after`, oldest first.
-    pub fn read_batch(&self, after: Option<u64>, max: usize) -> Vec<SpooledResult> {
+    fn next_pending(state: &State, delivery: Delivery, after: Option<u64>) -> Option<u64> {
+        let start = after.map_or(0, |a| a + 1);
+        state.entries.range(start..).find(|(_, e)| e.pending & delivery.bit() != 0).map(|(n, _)| *n)
+    }
+
+    /// Up to `max` entries for `delivery` after `after`, oldest first.
+    pub fn read_batch(&self, delivery: Delivery, after: Option<u64>, max: usize) -> Vec<SpooledResult> {
         let mut out = Vec::new();
         let mut at = after;
         while out.len() < max {
-            let Some(entry) = self.next_after(at) else { break };
+            let Some(entry) = self.next_after(delivery, at) else { break };
             at = Some(entry.number);
             out.push(entry);
         }
         out
     }
 
-    /// Whether the index holds an entry after `after` (no file I/O).
-    pub fn has_after(&self, after: Option<u64>) -> bool {
-        let start = after.map_or(0, |a| a + 1);
-        self.lock().entries.range(start..).next().is_some()
+    /// Whether the index holds an entry for `delivery` after `after` (no file I/O).
+    pub fn has_after(&self, delivery: Delivery, after: Option<u64>) -> bool {
+        Self::next_pending(&self.lock(), delivery, after).is_some()
     }
 
-    /// The broker acknowledged entry `number`: forget it and delete its file. Returns how long
-    /// it was spooled.
-    pub fn remove(&self, number: u64) -> Option<Duration> {
-        let (waited, path) = self.forget(number)?;
-        unlink(&path);
+    /// `delivery`'s destination has entry `number`, and does its own on-disk half
+    /// ([`Spool::finish`]) at once. Returns how long it was spooled.
+    pub fn remove(&self, delivery: Delivery, number: u64) -> Option<Duration> {
+        let (waited, cleanup) = self.acknowledge(delivery, number)?;
+        self.finish(cleanup);
         Some(waited)
     }
 
-    /// The in-memory half of [`Spool::remove`] (no file I/O): the entry leaves the index at once
-    /// and the caller deletes the returned file where blocking is allowed. Returns how long it
-    /// was spooled. A crash before the file is deleted sends the result again (at least once).
-    pub fn forget(&self, number: u64) -> Option<(Duration, PathBuf)> {
+    /// The in-memory half of an acknowledgement (no file I/O): once every destination has the
+    /// entry it leaves the index at once, and the caller does the returned [`Cleanup`] where
+    /// blocking is allowed. Returns how long it was spooled. A crash before the cleanup sends
+    /// the result to that destination again (at least once).
+    pub fn acknowledge(&self, delivery: Delivery, number: u64) -> Option<(Duration, Cleanup)> {
         let mut state = self.lock();
-        let e = state.entries.remove(&number)?;
-        state.total_bytes -= e.bytes;
-        Some((SystemTime::now().duration_since(e.created).unwrap_or_default(), self.path(number)))
+        let e = state.entries.get_mut(&number)?;
+        if e.pending & delivery.bit() == 0 {
+            return None;
+        }
+        e.pending &= !delivery.bit();
+        let waited = SystemTime::now().duration_since(e.created).unwrap_or_default();
+        if e.pending != 0 {
+            return Some((waited, Cleanup::Record { file: self.acked_file(delivery), number }));
+        }
+        let bytes = e.bytes;
+        state.entries.remove(&number);
+        state.total_bytes -= bytes;
+        Some((waited, Cleanup::Delete(self.path(number))))
+    }
+
+    /// The on-disk half of an acknowledgement (blocking file I/O).
+    pub fn finish(&self, cleanup: Cleanup) {
+        match cleanup {
+            Cleanup::Delete(path) => unlink(&path),
+            Cleanup::Record { file, number } => {
+                let appended = OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&file)
+                    .and_then(|mut f| {
+                        f.write_all(format!("{number:020}\n").as_bytes())?;
+                        if self.fsync {
+                            f.sync_data()?;
+                        }
+                        Ok(())
+                    });
+                if let Err(e) = appended {
+                    // Not lost: that destination gets the result again after a restart.
+                    tracing::warn!(file = %file.display(), "cannot note an acknowledgement: {e}");
+                }
+            }
+        }
+    }
+
+    /// How many entries `delivery`'s destination has not acknowledged yet.
+    pub fn pending(&self, delivery: Delivery) -> usize {
+        self.lock().entries.values().filter(|e| e.pending & delivery.bit() != 0).count()
     }
 
     pub fn stats(&self) -> SpoolStats {
@@ -538,6 +734,7 @@ impl Spool {
         SpoolStats { depth: s.entries.len(), bytes: s.total_bytes, dropped: s.dropped, damaged: s.damaged, retried: s.retried }
     }
 
+    /// Every destination has every result.
     pub fn is_empty(&self) -> bool {
         self.lock().entries.is_empty()
     }
@@ -700,14 +897,11 @@ fn decode(bytes: &[u8]) -> Result<(EntryKind, &[u8]), String> {
     if checksum(kind, json) != sum {
         return Err("checksum mismatch (damaged or altered)".into());
     }
-    match parse_entry(json) {
-        Some((_, k)) if k == kind => Ok((kind, json)),
-        _ => Err("the payload is not the result its header says".into()),
-    }
+    Ok((kind, json))
 }
 
 /// Reads and checks an entry's file (a link is refused, not followed).
-fn read_entry(path: &Path) -> Result<(String, EntryKind, Vec<u8>), ReadFailure> {
+fn read_entry(path: &Path) -> Result<(EntryKind, Vec<u8>), ReadFailure> {
     let mut bytes = match fsread::read_no_follow(path, "spool entry", MAX_ENTRY_BYTES + 200) {
         Ok(b) => b,
         Err(e) if e.is_not_found() => return Err(ReadFailure::Gone),
@@ -718,9 +912,7 @@ fn read_entry(path: &Path) -> Result<(String, EntryKind, Vec<u8>), ReadFailure> 
         Ok((kind, json)) => (kind, bytes.len() - json.len()),
         Err(why) => return Err(ReadFailure::Bad(why)),
     };
-    let json = bytes.split_off(start);
-    let (id, _) = parse_entry(&json).ok_or_else(|| ReadFailure::Bad("not a result".into()))?;
-    Ok((id, kind, json))
+    Ok((kind, bytes.split_off(start)))
 }
 
 /// Deletes an acknowledged or dropped entry's file.
@@ -738,9 +930,9 @@ fn unlink_all(paths: Vec<PathBuf>) {
     }
 }
 
-/// A result is a complete JSON classification with a `result_id` or assessment with an
-/// `assessment_id`; returns the id and which.
-fn parse_entry(bytes: &[u8]) -> Option<(String, EntryKind)> {
+/// The previous version's plain entries (only read once, to convert them; see the module's
+/// comment) were JSON: a classification has a `result_id`, an assessment an `assessment_id`.
+fn legacy_kind(bytes: &[u8]) -> Option<EntryKind> {
     #[derive(serde::Deserialize)]
     struct Head {
         result_id: Option<String>,
@@ -748,8 +940,8 @@ fn parse_entry(bytes: &[u8]) -> Option<(String, EntryKind)> {
     }
     let head = serde_json::from_slice::<Head>(bytes).ok()?;
     match (head.result_id, head.assessment_id) {
-        (Some(id), None) if !id.is_empty() => Some((id, EntryKind::Classification)),
-        (None, Some(id)) if !id.is_empty() => Some((id, EntryKind::Assessment)),
+        (Some(id), None) if !id.is_empty() => Some(EntryKind::Classification),
+        (None, Some(id)) if !id.is_empty() => Some(EntryKind::Assessment),
         _ => None,
     }
 }
@@ -757,6 +949,14 @@ fn parse_entry(bytes: &[u8]) -> Option<(String, EntryKind)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ONE: &[Destination] = &[Destination { name: "mqtt", kinds: &[EntryKind::Classification, EntryKind::Assessment] }];
+    const MQTT: Delivery = Delivery(0);
+
+    fn result_id(json: &[u8]) -> String {
+        let v: serde_json::Value = serde_json::from_slice(json).expect("JSON");
+        v["result_id"].as_str().or(v["assessment_id"].as_str()).unwrap_or_default().to_string()
+    }
 
     fn config(dir: &Path, max_bytes: u64) -> SpoolConfig {
         SpoolConfig { dir: dir.to_path_buf(), max_bytes, max_age_hours: 24, fsync: false }
@@ -769,9 +969,9 @@ mod tests {
     fn drain(spool: &Spool) -> Vec<String> {
         let mut ids = Vec::new();
         let mut at = None;
-        while let Some(r) = spool.next_after(at) {
+        while let Some(r) = spool.next_after(MQTT, at) {
             at = Some(r.number);
-            ids.push(r.result_id);
+            ids.push(result_id(&r.json));
         }
         ids
     }
@@ -782,7 +982,7 @@ mod tests {
     }
 
     fn open_err(dir: &Path) -> String {
-        match Spool::open(&config(dir, 1 << 20)) {
+        match Spool::open(&config(dir, 1 << 20), ONE) {
             Ok(_) => panic!("{} was accepted as a spool directory", dir.display()),
             Err(e) => e.to_string(),
         }
@@ -795,8 +995,8 @@ mod tests {
         unsafe { libc::umask(0o022) };
         let work = tempfile::tempdir().expect("tempdir");
         let dir = work.path().join("spool");
-        let spool = Spool::open(&config(&dir, 1 << 20)).expect("open");
-        let n = spool.append(&result("r1")).expect("append");
+        let spool = Spool::open(&config(&dir, 1 << 20), ONE).expect("open");
+        let n = spool.append(EntryKind::Classification, &result("r1")).expect("append");
         assert_eq!(mode(&dir), 0o700, "the spool directory");
         assert_eq!(mode(&spool.path(n)), 0o600, "a spool entry");
         // An existing directory that others may read (the previous version made 0755) is made
@@ -804,7 +1004,7 @@ mod tests {
         drop(spool);
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
         std::fs::set_permissions(spool_path(&dir, n), std::os::unix::fs::PermissionsExt::from_mode(0o644)).expect("chmod");
-        let spool = Spool::open(&config(&dir, 1 << 20)).expect("reopen");
+        let spool = Spool::open(&config(&dir, 1 << 20), ONE).expect("reopen");
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&spool.path(n)), 0o600);
         assert_eq!(drain(&spool), ["r1"]);
@@ -824,7 +1024,7 @@ mod tests {
     fn a_symlink_planted_at_the_next_temporary_name_is_not_followed_and_nothing_is_lost() {
         let work = tempfile::tempdir().expect("tempdir");
         let dir = work.path().join("spool");
-        let spool = Spool::open(&config(&dir, 1 << 20)).expect("open");
+        let spool = Spool::open(&config(&dir, 1 << 20), ONE).expect("open");
         let victim = work.path().join("victim");
         std::fs::write(&victim, b"not yours").expect("write");
         // The attacker plants links at the names the next two entries are written under (the
@@ -834,12 +1034,12 @@ mod tests {
                 std::os::unix::fs::symlink(&victim, dir.join(name)).expect("symlink");
             }
         }
-        spool.append(&result("r1")).expect("append");
-        spool.append(&result("r2")).expect("append");
+        spool.append(EntryKind::Classification, &result("r1")).expect("append");
+        spool.append(EntryKind::Classification, &result("r2")).expect("append");
         assert_eq!(std::fs::read(&victim).expect("read"), b"not yours", "the link was followed");
         assert_eq!(drain(&spool), ["r1", "r2"]);
         drop(spool);
-        let spool = Spool::open(&config(&dir, 1 << 20)).expect("reopen");
+        let spool = Spool::open(&config(&dir, 1 << 20), ONE).expect("reopen");
         assert_eq!(drain(&spool), ["r1", "r2"]);
     }
 
@@ -863,13 +1063,13 @@ mod tests {
     fn a_json_file_dropped_into_the_spool_is_set_aside_not_published() {
         let work = tempfile::tempdir().expect("tempdir");
         let dir = work.path().join("spool");
-        let spool = Spool::open(&config(&dir, 1 << 20)).expect("open");
-        spool.append(&result("r1")).expect("append");
+        let spool = Spool::open(&config(&dir, 1 << 20), ONE).expect("open");
+        spool.append(EntryKind::Classification, &result("r1")).expect("append");
         drop(spool);
         let evil = br#"{"assessment_id":"evil","top":[]}"#;
         std::fs::write(dir.join("00000000000000000007.json"), evil).expect("write");
         std::fs::write(dir.join("00000000000000000008.entry"), evil).expect("write");
-        let spool = Spool::open(&config(&dir, 1 << 20)).expect("reopen");
+        let spool = Spool::open(&config(&dir, 1 << 20), ONE).expect("reopen");
         assert_eq!(drain(&spool), ["r1"]);
         assert_eq!(spool.stats().damaged, 2);
         let rejected = dir.join("rejected");
@@ -881,9 +1081,9 @@ mod tests {
     fn a_truncated_entry_is_set_aside_not_published() {
         let work = tempfile::tempdir().expect("tempdir");
         let dir = work.path().join("spool");
-        let spool = Spool::open(&config(&dir, 1 << 20)).expect("open");
-        spool.append(&result("r1")).expect("append");
-        let n = spool.append(&result("r2")).expect("append");
+        let spool = Spool::open(&config(&dir, 1 << 20), ONE).expect("open");
+        spool.append(EntryKind::Classification, &result("r1")).expect("append");
+        let n = spool.append(EntryKind::Classification, &result("r2")).expect("append");
         let whole = std::fs::read(spool.path(n)).expect("read");
         std::fs::write(spool.path(n), &whole[..whole.len() - 3]).expect("truncate");
         // Read back while running...
@@ -892,11 +1092,11 @@ mod tests {
         let name = spool.path(n).file_name().map(|s| s.to_owned()).expect("name");
         assert!(dir.join("rejected").join(&name).exists(), "kept aside for inspection");
         // ... and at start.
-        let m = spool.append(&result("r3")).expect("append");
+        let m = spool.append(EntryKind::Classification, &result("r3")).expect("append");
         let whole = std::fs::read(spool.path(m)).expect("read");
         drop(spool);
         std::fs::write(spool_path(&dir, m), &whole[..whole.len() / 2]).expect("truncate");
-        let spool = Spool::open(&config(&dir, 1 << 20)).expect("reopen");
+        let spool = Spool::open(&config(&dir, 1 << 20), ONE).expect("reopen");
         assert_eq!(drain(&spool), ["r1"]);
         assert_eq!(spool.stats().damaged, 1);
     }
@@ -907,19 +1107,19 @@ mod tests {
             return;
         }
         let work = tempfile::tempdir().expect("tempdir");
-        let spool = Spool::open(&config(work.path(), 1 << 20)).expect("open");
-        spool.append(&result("r0")).expect("append");
+        let spool = Spool::open(&config(work.path(), 1 << 20), ONE).expect("open");
+        spool.append(EntryKind::Classification, &result("r0")).expect("append");
         // No descriptor left: the write waits for one instead of losing the result.
         let held = crate::fsread::test_support::exhaust_descriptors();
         let release = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(400));
             drop(held);
         });
-        spool.append(&result("r1")).expect("retried until a descriptor was free");
+        spool.append(EntryKind::Classification, &result("r1")).expect("retried until a descriptor was free");
         release.join().expect("join");
         // Reading with no descriptor left is not damage: the entry stays.
         let held = crate::fsread::test_support::exhaust_descriptors();
-        assert!(spool.next_after(None).is_none());
+        assert!(spool.next_after(MQTT, None).is_none());
         drop(held);
         assert_eq!(drain(&spool), ["r0", "r1"]);
         assert_eq!(spool.stats().damaged, 0);
@@ -928,33 +1128,34 @@ mod tests {
     #[test]
     fn assessments_are_spooled_like_classifications_and_read_back_as_assessments() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spool = Spool::open(&config(dir.path(), 1 << 20)).expect("open");
-        spool.append(&result("r1")).expect("append");
-        spool.append(br#"{"assessment_id":"a1","frames":[]}"#).expect("append");
-        // Something that is both (or neither) is no result: refused, not spooled.
-        assert!(matches!(spool.append(br#"{"result_id":"x","assessment_id":"y"}"#), Err(SpoolError::NotAResult)));
-        assert!(matches!(spool.append(b"{}"), Err(SpoolError::NotAResult)));
+        let spool = Spool::open(&config(dir.path(), 1 << 20), ONE).expect("open");
+        spool.append(EntryKind::Classification, &result("r1")).expect("append");
+        spool.append(EntryKind::Assessment, br#"{"assessment_id":"a1","frames":[]}"#).expect("append");
+        // The spool stores bytes and the recorder's kind; it never looks inside.
+        spool.append(EntryKind::Classification, b"not JSON at all").expect("append");
         drop(spool);
         // After a restart: both kinds come back, in order, each with its kind.
-        let spool = Spool::open(&config(dir.path(), 1 << 20)).expect("reopen");
-        let a = spool.next_after(None).expect("first");
-        let b = spool.next_after(Some(a.number)).expect("second");
-        assert_eq!((a.result_id.as_str(), a.kind), ("r1", EntryKind::Classification));
-        assert_eq!((b.result_id.as_str(), b.kind), ("a1", EntryKind::Assessment));
-        assert!(spool.next_after(Some(b.number)).is_none());
+        let spool = Spool::open(&config(dir.path(), 1 << 20), ONE).expect("reopen");
+        let a = spool.next_after(MQTT, None).expect("first");
+        let b = spool.next_after(MQTT, Some(a.number)).expect("second");
+        assert_eq!((result_id(&a.json).as_str(), a.kind), ("r1", EntryKind::Classification));
+        assert_eq!((result_id(&b.json).as_str(), b.kind), ("a1", EntryKind::Assessment));
+        let c = spool.next_after(MQTT, Some(b.number)).expect("third");
+        assert_eq!((c.json.as_slice(), c.kind), (&b"not JSON at all"[..], EntryKind::Classification));
+        assert!(spool.next_after(MQTT, Some(c.number)).is_none());
         assert_eq!(spool.stats().damaged, 0);
     }
 
     #[test]
     fn entries_survive_a_restart_in_order_until_acknowledged() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spool = Spool::open(&config(dir.path(), 1 << 20)).expect("open");
-        let a = spool.append(&result("a")).expect("append");
-        spool.append(&result("b")).expect("append");
-        spool.remove(a);
+        let spool = Spool::open(&config(dir.path(), 1 << 20), ONE).expect("open");
+        let a = spool.append(EntryKind::Classification, &result("a")).expect("append");
+        spool.append(EntryKind::Classification, &result("b")).expect("append");
+        spool.remove(MQTT, a);
         drop(spool);
-        let spool = Spool::open(&config(dir.path(), 1 << 20)).expect("reopen");
-        spool.append(&result("c")).expect("append");
+        let spool = Spool::open(&config(dir.path(), 1 << 20), ONE).expect("reopen");
+        spool.append(EntryKind::Classification, &result("c")).expect("append");
         assert_eq!(drain(&spool), ["b", "c"]);
         assert_eq!(spool.stats().depth, 2);
     }
@@ -963,32 +1164,32 @@ mod tests {
     fn a_full_spool_drops_the_oldest_and_counts_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let one = result("0").len() as u64;
-        let spool = Spool::open(&config(dir.path(), one * 3)).expect("open");
+        let spool = Spool::open(&config(dir.path(), one * 3), ONE).expect("open");
         for id in ["1", "2", "3", "4", "5"] {
-            spool.append(&result(id)).expect("append");
+            spool.append(EntryKind::Classification, &result(id)).expect("append");
         }
         assert_eq!(drain(&spool), ["3", "4", "5"]);
         let s = spool.stats();
         assert_eq!((s.depth, s.dropped), (3, 2));
-        assert!(matches!(spool.append(&vec![b'x'; (one * 4) as usize]), Err(SpoolError::TooLarge { .. })));
+        assert!(matches!(spool.append(EntryKind::Classification, &vec![b'x'; (one * 4) as usize]), Err(SpoolError::TooLarge { .. })));
     }
 
     #[test]
     fn a_slow_fsync_does_not_block_readers() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut spool = Spool::open(&SpoolConfig { fsync: true, ..config(dir.path(), 1 << 20) }).expect("open");
+        let mut spool = Spool::open(&SpoolConfig { fsync: true, ..config(dir.path(), 1 << 20) }, ONE).expect("open");
         spool.fsync_delay = Some(Duration::from_millis(800));
         let spool = std::sync::Arc::new(spool);
-        spool.append(&result("first")).expect("append");
+        spool.append(EntryKind::Classification, &result("first")).expect("append");
         let writer = {
             let spool = spool.clone();
-            std::thread::spawn(move || spool.append(&result("slow")).expect("append"))
+            std::thread::spawn(move || spool.append(EntryKind::Classification, &result("slow")).expect("append"))
         };
         std::thread::sleep(Duration::from_millis(150)); // the writer is inside its fsync now
         let started = std::time::Instant::now();
         let _ = spool.stats();
-        let first = spool.next_after(None).expect("the first entry");
-        assert!(spool.forget(first.number).is_some());
+        let first = spool.next_after(MQTT, None).expect("the first entry");
+        assert!(spool.acknowledge(MQTT, first.number).is_some());
         let took = started.elapsed();
         assert!(!writer.is_finished(), "the writer was still in its fsync");
         assert!(took < Duration::from_millis(300), "readers waited {took:?} for a writer's fsync");
@@ -999,14 +1200,14 @@ mod tests {
     #[test]
     fn garbage_and_half_written_entries_are_set_aside_and_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spool = Spool::open(&config(dir.path(), 1 << 20)).expect("open");
-        spool.append(&result("good")).expect("append");
+        let spool = Spool::open(&config(dir.path(), 1 << 20), ONE).expect("open");
+        spool.append(EntryKind::Classification, &result("good")).expect("append");
         drop(spool);
         std::fs::write(dir.path().join("00000000000000000007.entry"), b"\x00\xffgarbage{").expect("write");
         std::fs::write(dir.path().join("00000000000000000008.entry"), b"").expect("write");
         std::fs::write(dir.path().join("00000000000000000009.entry.tmp"), b"LESIOND-SPOOL 1").expect("write");
         std::fs::write(dir.path().join("README"), b"not an entry").expect("write");
-        let spool = Spool::open(&config(dir.path(), 1 << 20)).expect("damage never stops the spool");
+        let spool = Spool::open(&config(dir.path(), 1 << 20), ONE).expect("damage never stops the spool");
         assert_eq!(drain(&spool), ["good"]);
         // The incomplete write is removed; the rest is kept aside.
         assert_eq!(spool.stats().damaged, 4);
@@ -1014,7 +1215,7 @@ mod tests {
         aside.sort();
         assert_eq!(aside, ["00000000000000000007.entry", "00000000000000000008.entry", "README"]);
         // New entries are numbered after every entry seen.
-        let n = spool.append(&result("new")).expect("append");
+        let n = spool.append(EntryKind::Classification, &result("new")).expect("append");
         assert!(n >= 2);
         // An entry damaged after indexing is set aside when read.
         std::fs::write(spool.path(n), b"{").expect("corrupt");
@@ -1029,20 +1230,84 @@ mod tests {
         std::fs::write(dir.path().join("00000000000000000003.json"), result("old-a")).expect("write");
         std::fs::write(dir.path().join("00000000000000000004.json"), br#"{"assessment_id":"old-b"}"#).expect("write");
         std::fs::write(dir.path().join("00000000000000000005.json"), b"{\"result_id\":").expect("write");
-        let spool = Spool::open(&config(dir.path(), 1 << 20)).expect("open");
-        let a = spool.next_after(None).expect("first");
-        let b = spool.next_after(Some(a.number)).expect("second");
-        assert_eq!((a.number, a.result_id.as_str(), a.kind), (3, "old-a", EntryKind::Classification));
-        assert_eq!((b.number, b.result_id.as_str(), b.kind), (4, "old-b", EntryKind::Assessment));
+        let spool = Spool::open(&config(dir.path(), 1 << 20), ONE).expect("open");
+        let a = spool.next_after(MQTT, None).expect("first");
+        let b = spool.next_after(MQTT, Some(a.number)).expect("second");
+        assert_eq!((a.number, result_id(&a.json).as_str(), a.kind), (3, "old-a", EntryKind::Classification));
+        assert_eq!((b.number, result_id(&b.json).as_str(), b.kind), (4, "old-b", EntryKind::Assessment));
         assert_eq!(spool.stats().damaged, 1, "the broken one");
         assert!(!dir.path().join("00000000000000000003.json").exists(), "converted");
         // Numbered after every name seen, the broken one's too.
-        assert_eq!(spool.append(&result("new")).expect("append"), 6);
+        assert_eq!(spool.append(EntryKind::Classification, &result("new")).expect("append"), 6);
         drop(spool);
         // Once converted, a JSON file is foreign.
         std::fs::write(dir.path().join("00000000000000000009.json"), result("dropped")).expect("write");
-        let spool = Spool::open(&config(dir.path(), 1 << 20)).expect("reopen");
+        let spool = Spool::open(&config(dir.path(), 1 << 20), ONE).expect("reopen");
         assert_eq!(drain(&spool), ["old-a", "old-b", "new"]);
         assert_eq!(spool.stats().damaged, 1);
+    }
+
+    const TWO: &[Destination] = &[
+        Destination { name: "mqtt", kinds: &[EntryKind::Classification, EntryKind::Assessment] },
+        Destination { name: "archive", kinds: &[EntryKind::Assessment] },
+    ];
+    const ARCHIVE: Delivery = Delivery(1);
+
+    fn ids(spool: &Spool, delivery: Delivery) -> Vec<String> {
+        spool.read_batch(delivery, None, 100).iter().map(|r| result_id(&r.json)).collect()
+    }
+
+    #[test]
+    fn each_destination_has_its_own_cursor_and_an_entry_leaves_when_all_have_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(&config(dir.path(), 1 << 20), TWO).expect("open");
+        let c = spool.append(EntryKind::Classification, &result("c1")).expect("append");
+        let a1 = spool.append(EntryKind::Assessment, br#"{"assessment_id":"a1"}"#).expect("append");
+        let a2 = spool.append(EntryKind::Assessment, br#"{"assessment_id":"a2"}"#).expect("append");
+        // The archive takes assessments only; MQTT takes everything.
+        assert_eq!(ids(&spool, MQTT), ["c1", "a1", "a2"]);
+        assert_eq!(ids(&spool, ARCHIVE), ["a1", "a2"]);
+        // MQTT delivers everything while the archive is down: nothing leaves that the archive
+        // still needs, and the archive's cursor is untouched.
+        for n in [c, a1, a2] {
+            assert!(spool.remove(MQTT, n).is_some());
+        }
+        assert!(spool.remove(MQTT, a1).is_none(), "acknowledged twice");
+        assert!(!spool.has_after(MQTT, None));
+        assert_eq!(ids(&spool, ARCHIVE), ["a1", "a2"]);
+        assert_eq!((spool.stats().depth, spool.pending(MQTT), spool.pending(ARCHIVE)), (2, 0, 2));
+        assert!(!spool.path(c).exists(), "the classification was MQTT's alone");
+        // Restarts remember what MQTT acknowledged (through the compaction at each start too):
+        // nothing is sent to it twice.
+        let mut spool = spool;
+        for _ in 0..2 {
+            drop(spool);
+            spool = Spool::open(&config(dir.path(), 1 << 20), TWO).expect("reopen");
+            assert!(ids(&spool, MQTT).is_empty(), "MQTT's acknowledgements were lost");
+            assert_eq!(ids(&spool, ARCHIVE), ["a1", "a2"]);
+        }
+        // The archive comes back: once it has both, the spool is empty, on disk too.
+        assert!(spool.remove(ARCHIVE, a1).is_some());
+        assert!(spool.remove(ARCHIVE, a2).is_some());
+        assert!(spool.is_empty());
+        drop(spool);
+        let spool = Spool::open(&config(dir.path(), 1 << 20), TWO).expect("reopen");
+        assert!(spool.is_empty());
+        assert!(!dir.path().join("mqtt.acked").exists(), "acknowledgements compacted away");
+    }
+
+    #[test]
+    fn a_destination_added_later_gets_what_is_still_spooled_and_one_removed_is_forgotten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(&config(dir.path(), 1 << 20), TWO).expect("open");
+        let a = spool.append(EntryKind::Assessment, br#"{"assessment_id":"a1"}"#).expect("append");
+        spool.remove(MQTT, a);
+        drop(spool);
+        // The archive is switched off: the entry has no one left to wait for.
+        let spool = Spool::open(&config(dir.path(), 1 << 20), ONE).expect("reopen");
+        assert!(ids(&spool, MQTT).is_empty());
+        assert!(spool.is_empty(), "MQTT had it; the archive is gone");
+        assert!(!dir.path().join("archive.acked").exists());
+        assert_eq!(spool.stats().damaged, 0, "an acknowledgement file is not foreign");
     }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::classifier::{EngineStatus, ModelInfo};
-use crate::publish::payload::LatencyMs;
+use crate::frame::LatencyMs;
 
 /// How many recent frames the latency percentiles are computed over.
 const LATENCY_WINDOW: usize = 1024;

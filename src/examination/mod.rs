@@ -24,7 +24,6 @@
 //! with made-up clocks.
 
 pub mod assessment;
-pub mod state;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -35,7 +34,8 @@ use crate::config::{ExaminationConfig, ExaminationMode};
 use crate::frame::FrameOrigin;
 
 pub use assessment::{Assessment, UsedFrame};
-pub use state::{Progress, StateName, StationState};
+pub use crate::report::assessment::Trigger;
+pub use crate::report::state::{Progress, StateName, StationState};
 
 /// A frame as the examination sees it: when, what, and what the checks said.
 #[derive(Debug, Clone)]
@@ -70,16 +70,6 @@ pub struct ModelView {
     /// score at or below `scene_check_min_score` in models/ood.json; never, when the model has
     /// no score).
     pub typical: bool,
-}
-
-/// What started an examination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Trigger {
-    /// The lesion came into view.
-    Auto,
-    /// A `capture` command.
-    Capture,
 }
 
 struct Exam {

@@ -12,12 +12,15 @@
 mod incoming;
 mod link;
 pub mod outbox;
-pub mod payload;
 mod publisher;
 mod state_throttle;
 
 pub use link::{tls_client_config, LinkError};
-pub use publisher::{start, CommandReply, DaemonRequest, FrameImage, Mode, PublisherHandle, Shared};
+/// The MQTT publisher as a destination of the spool: it takes every result.
+pub const DESTINATION: crate::spool::Destination =
+    crate::spool::Destination { name: "mqtt", kinds: &[crate::spool::EntryKind::Classification, crate::spool::EntryKind::Assessment] };
+
+pub use publisher::{start, CommandReply, DaemonRequest, Mode, PublisherHandle, Shared};
 
 use crate::commands::CommandName;
 use crate::config::Config;

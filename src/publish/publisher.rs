@@ -24,10 +24,13 @@ use super::state_throttle::StateThrottle;
 use super::incoming::{CommandGate, Verdict};
 use super::outbox::{Dropped, Message, MessageKind, Outbox};
 use super::{Topics, STATUS_OFFLINE, STATUS_ONLINE};
-use crate::commands::{self, CommandName, Control, Reply};
+use crate::commands::{self, CommandName, Control};
+use crate::report::reply::Reply;
+use crate::report::status::StatusPayload;
+use crate::report::thumbnail::Thumbnail;
 use crate::config::Config;
-use crate::spool::{self, Spool, SpoolStats, SpooledResult};
-use crate::stats::{Snapshot, Stats};
+use crate::spool::{self, Spool, SpooledResult};
+use crate::stats::Stats;
 use crate::supervision::Heartbeat;
 
 /// A spool read in progress on the blocking pool, tagged with the session it was started in.
@@ -64,13 +67,6 @@ pub struct CommandReply {
     pub result: Result<(), String>,
 }
 
-/// A downscaled frame to publish next to its result.
-#[derive(Debug)]
-pub struct FrameImage {
-    pub result_id: String,
-    pub jpeg: Vec<u8>,
-}
-
 pub struct PublisherHandle {
     /// True while connected to the broker.
     pub connected: watch::Receiver<bool>,
@@ -101,6 +97,8 @@ impl PublisherHandle {
 pub struct Shared {
     pub stats: Arc<Stats>,
     pub spool: Arc<Spool>,
+    /// This destination's cursor in the spool.
+    pub delivery: spool::Delivery,
     pub control: Arc<Control>,
     /// The station's state as the examination last serialized it (retained on `state`).
     pub states: watch::Receiver<Option<Vec<u8>>>,
@@ -112,7 +110,7 @@ pub struct Shared {
 pub fn start(
     config: &Config,
     shared: Shared,
-    frames: mpsc::Receiver<FrameImage>,
+    frames: mpsc::Receiver<Thumbnail>,
     requests: mpsc::Sender<DaemonRequest>,
 ) -> Result<PublisherHandle, LinkError> {
     let topics = Topics::new(config);
@@ -164,26 +162,14 @@ struct Publisher {
     gate: CommandGate,
 }
 
-/// The state a `status` command and the `stats` topic report.
-#[derive(Debug, Serialize)]
-struct StationState<'a> {
-    schema_version: u32,
-    station_id: &'a str,
-    connected: bool,
-    paused: bool,
-    spool: SpoolStats,
-    #[serde(flatten)]
-    stats: Snapshot,
-}
-
 impl Publisher {
     fn is_connected(&self) -> bool {
         *self.connected.borrow()
     }
 
-    fn state(&self) -> StationState<'_> {
-        StationState {
-            schema_version: 1,
+    fn state(&self) -> StatusPayload<'_> {
+        StatusPayload {
+            schema_version: crate::report::status::SCHEMA_VERSION,
             station_id: &self.station_id,
             connected: self.is_connected(),
             paused: self.shared.control.is_paused(),
@@ -223,11 +209,11 @@ impl Publisher {
             return;
         }
         let want = RESULT_WINDOW.saturating_sub(self.outbox.unacked_results());
-        if want == 0 || !self.shared.spool.has_after(self.cursor) {
+        if want == 0 || !self.shared.spool.has_after(self.shared.delivery, self.cursor) {
             return;
         }
-        let (spool, after) = (self.shared.spool.clone(), self.cursor);
-        self.reading = Some((self.session, tokio::task::spawn_blocking(move || spool.read_batch(after, want))));
+        let (spool, delivery, after) = (self.shared.spool.clone(), self.shared.delivery, self.cursor);
+        self.reading = Some((self.session, tokio::task::spawn_blocking(move || spool.read_batch(delivery, after, want))));
     }
 
     /// A spool read finished: its results go to the outbox, unless the session it was made for
@@ -274,11 +260,7 @@ impl Publisher {
     }
 
     fn reply<T: Serialize>(&mut self, name: &str, request_id: Option<String>, result: Result<Option<T>, String>) {
-        let (ok, error, state) = match result {
-            Ok(state) => (true, None, state),
-            Err(e) => (false, Some(e), None),
-        };
-        let reply = Reply { schema_version: 1, command: name.to_string(), request_id, ok, error, state };
+        let reply = Reply::new(name, request_id, result);
         match serde_json::to_vec(&reply) {
             Ok(payload) => self.enqueue(Message {
                 kind: MessageKind::Reply,
@@ -353,10 +335,12 @@ impl Publisher {
             }
             Ok(LinkEvent::PubAck(pkid)) => {
                 if let Some(Message { kind: MessageKind::Result { number }, .. }) = self.outbox.on_puback(pkid) {
-                    // Out of the index now (no I/O); the file goes on the blocking pool.
-                    if let Some((waited, path)) = self.shared.spool.forget(number) {
+                    // Out of this destination's index now (no I/O); the file work goes on the
+                    // blocking pool.
+                    if let Some((waited, cleanup)) = self.shared.spool.acknowledge(self.shared.delivery, number) {
                         self.shared.stats.record_publish(waited);
-                        tokio::task::spawn_blocking(move || spool::unlink(&path));
+                        let spool = self.shared.spool.clone();
+                        tokio::task::spawn_blocking(move || spool.finish(cleanup));
                     }
                     Stats::inc(&self.shared.stats.acknowledged);
                     self.acked += 1;
@@ -422,7 +406,7 @@ impl Publisher {
 
     async fn run(
         mut self,
-        mut frames: mpsc::Receiver<FrameImage>,
+        mut frames: mpsc::Receiver<Thumbnail>,
         mut replies: mpsc::Receiver<CommandReply>,
         mut mode: watch::Receiver<Mode>,
         stats_every: Option<Duration>,
@@ -484,7 +468,7 @@ impl Publisher {
                 _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
                     retry_at = None;
                 }
-                _ = spool.appended.notified(), if self.is_connected() => {}
+                _ = spool.appended(self.shared.delivery).notified(), if self.is_connected() => {}
                 (session, batch) = next_spool_read(&mut self.reading), if self.reading.is_some() && self.is_connected() => {
                     self.reading = None;
                     match batch {

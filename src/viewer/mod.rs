@@ -37,7 +37,7 @@ use axum::routing::get;
 use axum::Router;
 
 pub use auth::{AuthError, Password};
-pub use feed::{About, AssessmentFeed, Feeds, DISCLAIMER};
+pub use feed::{About, Feeds};
 
 use crate::config::ViewerConfig;
 

@@ -1,5 +1,6 @@
 //! The station's messages, byte for byte, for fixed inputs: a classification, an assessment
-//! (answered, with a refer flag, and abstained) and a state. The files under
+//! (answered, with a refer flag, and abstained) and a state; each also checked against its
+//! schema (`schemas.rs`). The files under
 //! `tests/golden/payloads/` were recorded before the report layer was split out of `publish`
 //! (issue 24) and must not change unless a message's schema version changes with them.
 //! `LESIOND_RECORD_GOLDEN=1 cargo test --lib golden_payloads` rewrites them.
@@ -11,11 +12,11 @@ use crate::checks::{Check, FrameChecks, LesionFigures};
 use crate::classifier::ModelInfo;
 use crate::config::ExaminationMode;
 use crate::examination::assessment::{self, Assessment, UsedFrame};
-use crate::examination::state::{Progress, StateName, StatePayload, StationState};
-use crate::examination::Trigger;
-use crate::frame::FrameOrigin;
+use crate::frame::{FrameOrigin, LatencyMs};
 use crate::labels::Labels;
-use crate::publish::payload::{self, LatencyMs, PayloadInput};
+use crate::report::assessment::Trigger;
+use crate::report::classification::{self as payload, PayloadInput};
+use crate::report::state::{FrameReport, Progress, StateName, StatePayload, StationState};
 use crate::referral::OperatingPoint;
 
 fn repo() -> PathBuf {
@@ -23,13 +24,13 @@ fn repo() -> PathBuf {
 }
 
 fn labels() -> Labels {
-    Labels::parse(include_str!("../models/labels.json")).expect("labels")
+    Labels::parse(include_str!("../../models/labels.json")).expect("labels")
 }
 
 fn model() -> ModelInfo {
     ModelInfo {
         id: "lesion_mnv2_int8".into(),
-        sha256: "0123abcd".into(),
+        sha256: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into(),
         engine: "tflite".into(),
         temperature: 1.25,
         path: "m.tflite".into(),
@@ -50,8 +51,11 @@ fn checks(focus: f32, failed: Vec<Check>) -> FrameChecks {
     FrameChecks { exposure: 0.71, clipped: 0.001, glare: 0.002, focus, motion_px: Some(1.5), lesion: LesionFigures::default(), failed, signature: Default::default() }
 }
 
-/// Compares with (or records) `tests/golden/payloads/<name>.json`.
+/// Compares with (or records) `tests/golden/payloads/<name>.json`, and validates it against
+/// its schema.
 fn golden(name: &str, json: Vec<u8>) {
+    let schema = name.split('_').next().unwrap_or(name);
+    super::schemas::assert_valid(schema, &json);
     let path = repo().join("tests/golden/payloads").join(format!("{name}.json"));
     if std::env::var_os("LESIOND_RECORD_GOLDEN").is_some() {
         std::fs::write(&path, &json).expect("write golden");
@@ -76,7 +80,7 @@ fn classification_is_unchanged() {
             seq: 42,
             captured_at: at(0),
             origin: &origin,
-            model: &model,
+            model: model.reference(),
             labels: &labels,
             classification: &classification,
             referral,
@@ -125,7 +129,7 @@ fn assessment_is_unchanged() {
     let abstained = Assessment {
         id: "0b7e5c1a-0000-4000-8000-000000000003".into(),
         trigger: Trigger::Capture,
-        abstain: Some(vec![crate::abstain::OUT_OF_DISTRIBUTION.to_string(), "too_few_frames".into()]),
+        abstain: Some(vec![crate::abstain::OUT_OF_DISTRIBUTION.to_string(), "too_few_good_frames".into()]),
         ..answered
     };
     let body = assessment::payload(&abstained, "station-7", ExaminationMode::Manual, &model, &labels, Some(&op));
@@ -137,12 +141,12 @@ fn state_is_unchanged() {
     let state = StationState { state: StateName::Assessing, check: None, progress: Some(Progress { frames: 2, needed: 5 }), assessment_id: None, abstained: None };
     let origin = FrameOrigin { kind: "camera", name: "/dev/video0".into() };
     let checks = checks(44.0, vec![Check::Moving]);
-    let frame = crate::examination::state::FrameReport { source: &origin, checks: &checks };
+    let frame = FrameReport { source: &origin, checks: &checks };
     let mut payload = StatePayload::new("station-7", ExaminationMode::Auto, &state, at(4), Some(frame));
-    payload.at = crate::publish::payload::rfc3339(at(5));
+    payload.at = crate::report::rfc3339(at(5));
     golden("state", serde_json::to_vec(&payload).expect("serializes"));
     let idle = StationState::idle(Some(Check::NoLesion));
     let mut payload = StatePayload::new("station-7", ExaminationMode::Auto, &idle, at(4), None);
-    payload.at = crate::publish::payload::rfc3339(at(5));
+    payload.at = crate::report::rfc3339(at(5));
     golden("state_idle", serde_json::to_vec(&payload).expect("serializes"));
 }

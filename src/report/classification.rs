@@ -1,20 +1,18 @@
-//! The JSON published on `<prefix>/<station>/classification`. Documented with an example in
-//! `docs/mqtt.md`; bump [`SCHEMA_VERSION`] on any change a subscriber could trip over.
+//! A frame's classification, published on `<prefix>/<station>/classification` (continuous mode,
+//! or `examination.publish_frame_results`). Documented with an example in `docs/mqtt.md`; bump
+//! [`SCHEMA_VERSION`] on any change a subscriber could trip over.
 
 use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::classifier::ModelInfo;
-use crate::frame::FrameOrigin;
+use super::{rfc3339, round4, ClassResult, ModelRef, DISCLAIMER};
+use crate::frame::{FrameOrigin, LatencyMs};
 use crate::labels::Labels;
 use crate::postprocess::Classification;
 use crate::referral::Referral;
 
 pub const SCHEMA_VERSION: u32 = 3;
-
-pub const DISCLAIMER: &str =
-    "Decision support only, not a diagnosis: a clinician must assess every lesion.";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ClassificationPayload<'a> {
@@ -48,13 +46,6 @@ pub struct ClassificationPayload<'a> {
     pub disclaimer: &'static str,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct ModelRef<'a> {
-    pub id: &'a str,
-    pub sha256: &'a str,
-    pub temperature: f32,
-}
-
 /// A top-3 entry: the class and its probability (descriptions are in `classes`).
 #[derive(Debug, Clone, Serialize)]
 pub struct TopClass<'a> {
@@ -64,46 +55,13 @@ pub struct TopClass<'a> {
     pub probability: f32,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct ClassResult<'a> {
-    pub code: &'a str,
-    pub name: &'a str,
-    pub description: &'a str,
-    pub malignant: bool,
-    pub probability: f32,
-}
-
-/// Milliseconds per stage for this frame.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct LatencyMs {
-    pub decode: f64,
-    pub preprocess: f64,
-    /// Waiting for the inference thread.
-    pub queue: f64,
-    pub inference: f64,
-    pub postprocess: f64,
-    /// Capture to result, all of the above.
-    pub total: f64,
-}
-
-pub fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
-}
-
-/// Rounds to 4 decimals: enough for a probability, and keeps the JSON readable.
-fn round4(p: f32) -> f32 {
-    (p * 10_000.0).round() / 10_000.0
-}
-
 pub struct PayloadInput<'a> {
     pub station_id: &'a str,
     pub result_id: String,
     pub seq: u64,
     pub captured_at: SystemTime,
     pub origin: &'a FrameOrigin,
-    pub model: &'a ModelInfo,
+    pub model: ModelRef<'a>,
     pub labels: &'a Labels,
     pub classification: &'a Classification,
     pub referral: Option<Referral<'a>>,
@@ -137,7 +95,7 @@ pub fn build(input: PayloadInput<'_>) -> ClassificationPayload<'_> {
         seq: input.seq,
         captured_at: rfc3339(input.captured_at),
         source: input.origin,
-        model: ModelRef { id: &input.model.id, sha256: &input.model.sha256, temperature: input.model.temperature },
+        model: input.model,
         probabilities: input
             .labels
             .classes
@@ -170,19 +128,7 @@ mod tests {
     #[test]
     fn payload_has_the_documented_fields() {
         let labels = Labels::parse(include_str!("../../models/labels.json")).expect("labels");
-        let model = ModelInfo {
-            id: "m".into(),
-            sha256: "ab".into(),
-            engine: "tflite".into(),
-            temperature: 1.0,
-            path: "m.tflite".into(),
-            status: crate::classifier::EngineStatus {
-                runtime: crate::engine::EngineRuntime { engine: "tflite", library: "TF Lite 2.6.0".into(), threads: 1, xnnpack: None },
-                warmup_invoke_ms: 1.0,
-            },
-            referral: String::new(),
-            ood: String::new(),
-        };
+        let model = ModelRef { id: "m", sha256: "ab", temperature: 1.0 };
         let classification =
             crate::postprocess::classify(&RawOutput::F32(vec![0.0, 0.0, 0.0, 0.0, 3.0, 1.0, 0.0]), 1.0);
         let origin = FrameOrigin { kind: "directory", name: "x.jpg".into() };
@@ -192,7 +138,7 @@ mod tests {
             seq: 3,
             captured_at: SystemTime::UNIX_EPOCH,
             origin: &origin,
-            model: &model,
+            model,
             labels: &labels,
             classification: &classification,
             referral: None,

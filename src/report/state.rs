@@ -8,9 +8,10 @@ use serde::Serialize;
 use crate::checks::{Check, FrameChecks};
 use crate::config::ExaminationMode;
 use crate::frame::FrameOrigin;
-use crate::publish::payload::rfc3339;
+use super::rfc3339;
 
-pub const STATE_SCHEMA_VERSION: u32 = 1;
+/// Bump on any change a subscriber (or the station screen) could trip over.
+pub const SCHEMA_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -91,7 +92,7 @@ pub struct FrameReport<'a> {
 impl<'a> StatePayload<'a> {
     pub fn new(station_id: &'a str, mode: ExaminationMode, state: &'a StationState, since: SystemTime, frame: Option<FrameReport<'a>>) -> Self {
         StatePayload {
-            schema_version: STATE_SCHEMA_VERSION,
+            schema_version: SCHEMA_VERSION,
             station_id,
             mode,
             state,

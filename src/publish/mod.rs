@@ -16,14 +16,14 @@ mod publisher;
 mod state_throttle;
 
 pub use link::{tls_client_config, LinkError};
-/// The MQTT publisher as a destination of the spool: it takes every result.
-pub const DESTINATION: crate::spool::Destination =
-    crate::spool::Destination { name: "mqtt", kinds: &[crate::spool::EntryKind::Classification, crate::spool::EntryKind::Assessment] };
-
 pub use publisher::{start, CommandReply, DaemonRequest, Mode, PublisherHandle, Shared};
 
 use crate::commands::CommandName;
 use crate::config::Config;
+
+/// The MQTT publisher as a destination of the spool: it takes every result.
+pub const DESTINATION: crate::spool::Destination =
+    crate::spool::Destination { name: "mqtt", kinds: &[crate::spool::EntryKind::Classification, crate::spool::EntryKind::Assessment] };
 
 /// The topic names for one station.
 #[derive(Debug, Clone, PartialEq)]

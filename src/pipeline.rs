@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::classifier::Classifier;
 use crate::commands::Control;
 use crate::checks::{FrameChecker, FrameChecks};
-use crate::config::{Config, ExaminationConfig, ExaminationMode, SourceKind};
+use crate::config::{Config, ExaminationMode, ExaminationSettings};
 use crate::cputime;
 use crate::examination::{assessment, Examination, ModelView, Observed, Step};
 use crate::frame::FrameOrigin;
@@ -88,19 +88,6 @@ pub struct Outputs {
     pub assessments: Arc<AssessmentFeed>,
 }
 
-/// What the pipeline does with frames: a batch replay of stored captures (a directory at
-/// `fps = 0`) keeps one classification per file, and so does the synthetic source (a new
-/// made-up lesion every frame is no examination); the camera and paced replays (videos) run
-/// examinations as `examination.mode` says.
-pub fn effective_mode(config: &Config) -> ExaminationMode {
-    let batch = config.source.kind == SourceKind::Directory && config.source.directory.fps == 0.0;
-    if batch || config.source.kind == SourceKind::Synthetic {
-        ExaminationMode::Continuous
-    } else {
-        config.examination.mode
-    }
-}
-
 /// The two threads' heartbeats: each beats on every turn of its loop and while it waits on
 /// purpose, so a stale one means a stuck thread.
 #[derive(Debug, Clone)]
@@ -128,7 +115,7 @@ impl Pipeline {
     /// sends how the pipeline ended; a dropped sender is read as a failure, never as a stop.
     pub fn start(config: &Config, classifier: Classifier, outputs: Outputs) -> Result<Pipeline, source::SourceError> {
         let Outputs { spool, frames, stats, control, states, assessments } = outputs;
-        let mode = effective_mode(config);
+        let mode = config.examination.mode;
         tracing::info!(mode = ?mode, "frames: {}", match mode {
             ExaminationMode::Continuous => "every frame classified and published",
             ExaminationMode::Auto => "one assessment per lesion in view",
@@ -194,7 +181,7 @@ impl Pipeline {
             let stop = stop.clone();
             let station_id = config.station.id.clone();
             let publish_frames = config.mqtt.publish_frames;
-            let exam = ExamSetup { mode, config: config.examination.clone(), focus_relative_min: config.checks.focus_relative_min, model_vouches };
+            let exam = ExamSetup { mode, config: config.examination.clone(), model_vouches };
             std::thread::Builder::new()
                 .name("inference".into())
                 .spawn(move || {
@@ -444,8 +431,7 @@ fn spool_result(out: &InferenceOutputs<'_>, json: &[u8]) -> Result<u64, crate::s
 /// How the inference thread runs examinations.
 struct ExamSetup {
     mode: ExaminationMode,
-    config: ExaminationConfig,
-    focus_relative_min: f32,
+    config: ExaminationSettings,
     /// The model can vouch for a view the lesion check calls empty.
     model_vouches: bool,
 }
@@ -457,7 +443,7 @@ struct ExamSetup {
 fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out: &InferenceOutputs<'_>, heartbeat: &Heartbeat, station_id: &str, setup: &ExamSetup) -> Result<Duration, String> {
     let stats = out.stats;
     let mut engine = EngineRun { invoke_cpu: Duration::ZERO, taken: 0, failures_in_a_row: 0 };
-    let mut examination = (setup.mode != ExaminationMode::Continuous).then(|| Examination::new(setup.config.clone(), setup.focus_relative_min, setup.model_vouches));
+    let mut examination = (setup.mode != ExaminationMode::Continuous).then(|| Examination::new(setup.config.clone(), setup.model_vouches));
     if examination.is_none() {
         // Continuous mode has no station state. An empty retained message removes the one a
         // previous examination mode left on the broker (after a reload, or from the last run),

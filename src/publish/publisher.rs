@@ -116,7 +116,7 @@ pub fn start(
     requests: mpsc::Sender<DaemonRequest>,
 ) -> Result<PublisherHandle, LinkError> {
     let topics = Topics::new(config);
-    let link = Link::new(&config.mqtt, &config.client_id(), &topics.status, STATUS_OFFLINE)?;
+    let link = Link::new(&config.mqtt, &config.mqtt.client_id, &topics.status, STATUS_OFFLINE)?;
     let (connected_tx, connected) = watch::channel(false);
     let (mode, mode_rx) = watch::channel(Mode::Running);
     let (replies, replies_rx) = mpsc::channel(16);

@@ -25,6 +25,7 @@ fn production_config_is_valid() {
     assert_eq!(c.checks, ChecksConfig::default());
     assert_eq!(c.examination, ExaminationSettings::default());
     assert_eq!(c.viewer, ViewerConfig::default());
+    assert!(c.moved_keys.is_empty(), "the shipped file uses no old key names: {:?}", c.moved_keys);
 }
 
 #[test]
@@ -135,6 +136,80 @@ fn a_reload_applies_only_the_reloadable_part() {
     assert_eq!(applied.pipeline.queue_capacity, 5);
     let (same, none) = running.reloaded(running.clone());
     assert_eq!((same, none.len()), (running, 0));
+}
+
+#[test]
+fn focus_relative_min_is_read_under_examination() {
+    let text = format!("{DEMO_TOML}\n[examination]\nfocus_relative_min = 0.5\n");
+    let c = load(&text, &[]).expect("loads");
+    assert_eq!(c.examination.focus_relative_min, 0.5);
+    assert!(c.moved_keys.is_empty(), "{:?}", c.moved_keys);
+    let c = load(DEMO_TOML, &[("LESIOND_EXAMINATION__FOCUS_RELATIVE_MIN", "0.4")]).expect("loads");
+    assert_eq!(c.examination.focus_relative_min, 0.4);
+    assert_eq!(load(DEMO_TOML, &[]).expect("loads").examination.focus_relative_min, 0.65, "the default");
+}
+
+#[test]
+fn the_old_checks_focus_relative_min_still_works_and_warns() {
+    let text = format!("{DEMO_TOML}\n[checks]\nfocus_min = 2.0\nfocus_relative_min = 0.5\n");
+    for c in [
+        load(&text, &[]).expect("the old key in the file loads"),
+        load(DEMO_TOML, &[("LESIOND_CHECKS__FOCUS_RELATIVE_MIN", "0.5")]).expect("the old key in the environment loads"),
+    ] {
+        assert_eq!(c.examination.focus_relative_min, 0.5);
+        let [moved] = c.moved_keys.as_slice() else { panic!("one warning: {:?}", c.moved_keys) };
+        assert!(!moved.both_set);
+        let warning = moved.to_string();
+        assert!(warning.contains("checks.focus_relative_min") && warning.contains("examination.focus_relative_min"), "{warning}");
+    }
+}
+
+#[test]
+fn with_both_focus_relative_min_keys_the_new_one_wins_and_the_warning_says_so() {
+    let text = format!("{DEMO_TOML}\n[checks]\nfocus_relative_min = 0.5\n[examination]\nfocus_relative_min = 0.7\n");
+    let c = load(&text, &[]).expect("loads");
+    assert_eq!(c.examination.focus_relative_min, 0.7);
+    let [moved] = c.moved_keys.as_slice() else { panic!("one warning: {:?}", c.moved_keys) };
+    assert!(moved.both_set);
+    let warning = moved.to_string();
+    assert!(warning.contains("using examination.focus_relative_min") && warning.contains("ignoring checks.focus_relative_min"), "{warning}");
+    // The same from the environment, against the file's old key.
+    let c = load(&text.replace("focus_relative_min = 0.7\n", ""), &[("LESIOND_EXAMINATION__FOCUS_RELATIVE_MIN", "0.8")]).expect("loads");
+    assert_eq!((c.examination.focus_relative_min, c.moved_keys.len()), (0.8, 1));
+}
+
+#[test]
+fn an_invalid_focus_relative_min_names_the_key() {
+    let key_of = |r: Result<Config, ConfigError>| match r {
+        Err(ConfigError::Invalid { invalid, .. }) => (invalid.key.clone(), invalid.to_string()),
+        other => panic!("expected an invalid value, got {other:?}"),
+    };
+    let (key, message) = key_of(load(DEMO_TOML, &[("LESIOND_EXAMINATION__FOCUS_RELATIVE_MIN", "1.5")]));
+    assert_eq!(key, "examination.focus_relative_min");
+    assert!(message.contains("examination.focus_relative_min = 1.5"), "{message}");
+    // Written under the old name: the message names it as written.
+    let (key, message) = key_of(load(DEMO_TOML, &[("LESIOND_CHECKS__FOCUS_RELATIVE_MIN", "1.5")]));
+    assert_eq!(key, "examination.focus_relative_min");
+    assert!(message.contains("written as checks.focus_relative_min"), "{message}");
+    let (key, message) = key_of(load(DEMO_TOML, &[("LESIOND_CHECKS__FOCUS_RELATIVE_MIN", "sharp")]));
+    assert_eq!(key, "checks.focus_relative_min");
+    assert!(message.contains("checks.focus_relative_min"), "{message}");
+    let err = load(DEMO_TOML, &[("LESIOND_EXAMINATION__FOCUS_RELATIVE_MIN", "sharp")]).unwrap_err().to_string();
+    assert!(err.contains("focus_relative_min"), "{err}");
+}
+
+#[test]
+fn the_examination_mode_is_resolved_from_the_source() {
+    let with = |env: &[(&str, &str)]| load(DEMO_TOML, env).expect("loads");
+    let auto = [("LESIOND_EXAMINATION__MODE", "auto")];
+    assert_eq!(with(&auto).examination.mode, ExaminationMode::Continuous, "synthetic frames are no examination");
+    let batch = [auto[0], ("LESIOND_SOURCE__KIND", "directory")];
+    assert_eq!(with(&batch).examination.mode, ExaminationMode::Continuous, "a batch replay keeps one result per file");
+    let paced = [batch[0], batch[1], ("LESIOND_SOURCE__DIRECTORY__FPS", "15")];
+    assert_eq!(with(&paced).examination.mode, ExaminationMode::Auto, "a paced replay is a video");
+    let c = with(&[paced[0], paced[1], paced[2], ("LESIOND_MQTT__PUBLISH_FRAMES", "true")]);
+    assert!(c.screen_previews && !with(&paced).screen_previews);
+    assert_eq!(c.mqtt.client_id, format!("lesiond-{}", c.station.id));
 }
 
 mod fuzz {

@@ -135,7 +135,7 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
     let (about_tx, about_rx) = tokio::sync::watch::channel(None);
     let feeds = Feeds { states: states_rx.clone(), assessments: assessments.clone(), about: about_rx };
     // Task: the publisher (tokio). Threads: capture and inference (std), started by the pipeline.
-    let mut publisher = publish::start(&config, shared, frames_rx, requests_tx)?;
+    let mut publisher = publish::start(&config.mqtt, &config.station.id, shared, frames_rx, requests_tx)?;
     let wiring = Wiring { spool, frames: frames_tx, stats: stats.clone(), control, states: states_tx, assessments, about: about_tx };
     let mut pipeline = wiring.start(&config, classifier)?;
     // Not supervised like the pipeline: the viewer logs its own failure and the station goes on

@@ -20,7 +20,7 @@ pub use link::{tls_client_config, LinkError};
 pub use publisher::{start, CommandReply, DaemonRequest, FrameImage, Mode, PublisherHandle, Shared};
 
 use crate::commands::CommandName;
-use crate::config::Config;
+use crate::config::MqttConfig;
 
 /// The topic names for one station.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,8 +39,8 @@ pub struct Topics {
 }
 
 impl Topics {
-    pub fn new(config: &Config) -> Self {
-        let base = format!("{}/{}", config.mqtt.topic_prefix, config.station.id);
+    pub fn new(mqtt: &MqttConfig, station_id: &str) -> Self {
+        let base = format!("{}/{station_id}", mqtt.topic_prefix);
         Self {
             classification: format!("{base}/classification"),
             assessment: format!("{base}/assessment"),

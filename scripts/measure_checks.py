@@ -37,7 +37,9 @@ def main():
     rel_min = 0.65
     if a.config:
         import tomllib
-        rel_min = tomllib.loads(Path(a.config).read_text()).get("checks", {}).get("focus_relative_min", rel_min)
+        written = tomllib.loads(Path(a.config).read_text())
+        # As lesiond reads it: [examination], else the old [checks] name.
+        rel_min = written.get("examination", {}).get("focus_relative_min", written.get("checks", {}).get("focus_relative_min", rel_min))
     sets = {}
     for d in sorted(p for p in a.damage.iterdir() if p.is_dir()):
         files = sorted(d.glob("*.jpg")) + sorted(d.glob("*.png"))

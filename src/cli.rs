@@ -198,6 +198,10 @@ pub fn check_files(origin: &crate::config::ConfigOrigin, config: &Config) -> boo
 /// everything passed.
 pub fn check(config: &Config) -> bool {
     let mut all_ok = report(true, "config", "parsed and valid");
+    // Not a failure: the old name still works, but the file should say the new one.
+    for moved in &config.moved_keys {
+        println!("WARN config: {moved}");
+    }
     match Classifier::load(&config.model) {
         Ok(c) => {
             let info = c.info();

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use crate::classifier::{Classifier, ClassifierError};
 use crate::commands::{CommandName, Control};
 use crate::config::{Config, ConfigError, ConfigOrigin};
-use crate::pipeline::{Outputs, Pipeline, PipelineEnd};
+use crate::pipeline::{Outputs, Pipeline, PipelineEnd, PipelineSettings};
 use crate::publish::{self, CommandReply, DaemonRequest, LinkError, Mode, Shared};
 use crate::source::SourceError;
 use crate::spool::{Spool, SpoolError};
@@ -73,19 +73,17 @@ impl Wiring {
         };
         let outputs = Outputs { recorder, stats: self.stats.clone(), control: self.control.clone() };
         let info = classifier.info();
-        let mode = crate::pipeline::effective_mode(config);
         let about = About {
             station_id: config.station.id.clone(),
             model_id: info.id.clone(),
             model_sha256: info.sha256.clone(),
-            mode,
+            mode: config.examination.mode,
             engine: info.engine.clone(),
-            // Previews only where frames leave the daemon anyway (mqtt.publish_frames).
-            previews: config.mqtt.publish_frames && mode != crate::config::ExaminationMode::Continuous,
+            previews: config.screen_previews,
             disclaimer: DISCLAIMER,
         };
         self.about.send_replace(Some(about));
-        Pipeline::start(config, classifier, outputs)
+        Pipeline::start(PipelineSettings::of(config), classifier, outputs)
     }
 }
 
@@ -106,6 +104,10 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
     // Signals first, so a SIGTERM during a slow start-up is not lost.
     let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(DaemonError::Signals)?;
 
+    // Old key names still read: said before anything runs, so the operator updates the file.
+    for moved in &config.moved_keys {
+        tracing::warn!("config: {moved}");
+    }
     // Secrets and the config file others may read or change: said before anything runs.
     for finding in crate::fsperm::check(&origin, &config) {
         match finding.severity {
@@ -140,7 +142,7 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
     let (about_tx, about_rx) = tokio::sync::watch::channel(None);
     let feeds = Feeds { states: states_rx.clone(), assessments: assessments.clone(), about: about_rx };
     // Task: the publisher (tokio). Threads: capture and inference (std), started by the pipeline.
-    let mut publisher = publish::start(&config, shared, frames_rx, requests_tx)?;
+    let mut publisher = publish::start(&config.mqtt, &config.station.id, shared, frames_rx, requests_tx)?;
     let wiring = Wiring { spool, frames: frames_tx, stats: stats.clone(), control, states: states_tx, assessments, about: about_tx };
     let mut pipeline = wiring.start(&config, classifier)?;
     // Not supervised like the pipeline: the viewer logs its own failure and the station goes on
@@ -296,7 +298,7 @@ async fn blocking_feeding_watchdog<T: Send + 'static>(work: impl FnOnce() -> T +
 
 /// Loads and checks the new configuration and its model first; only then swaps the pipeline.
 /// A configuration that does not load changes nothing. Only the reloadable part
-/// ([`crate::config::Reloadable`]) is applied; restart-only sections that changed are named and
+/// (see [`Config::reloaded`]) is applied; restart-only sections that changed are named and
 /// kept as they run, and the stored configuration is the one applied. Returns those sections.
 async fn reload(origin: &ConfigOrigin, config: &mut Config, pipeline: &mut Pipeline, wiring: &Wiring, watchdog: Option<Duration>) -> Result<Vec<&'static str>, DaemonError> {
     match NotifyState::monotonic_usec_now() {
@@ -306,6 +308,9 @@ async fn reload(origin: &ConfigOrigin, config: &mut Config, pipeline: &mut Pipel
     }
     let result = async {
         let (applied, ignored) = config.reloaded(Config::load(origin)?);
+        for moved in &applied.moved_keys {
+            tracing::warn!("config: {moved}");
+        }
         if !ignored.is_empty() {
             tracing::warn!(
                 "reload: {} changed, but those take effect only at the next restart; keeping the running values",

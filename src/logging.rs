@@ -4,15 +4,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
-/// Parses a level or filter directive (`info`, `lesiond=debug,rumqttc=warn`). tracing-subscriber
-/// 0.3 panics on some non-ASCII input (it slices the string at byte offsets that can fall inside
-/// a character), and a directive is ASCII anyway, so anything else is refused before it gets there.
-pub fn parse_filter(directives: &str) -> Result<EnvFilter, String> {
-    if !directives.is_ascii() {
-        return Err("not ASCII".into());
-    }
-    EnvFilter::try_new(directives).map_err(|e| e.to_string())
-}
+/// Log filters are parsed where the configuration is validated (`log.level`), and here for
+/// `RUST_LOG`.
+pub use crate::config::parse_log_filter as parse_filter;
 
 /// Installs the global subscriber. `RUST_LOG`, when set and valid, wins over the configured
 /// level. `to_stderr` keeps stdout clean for commands whose output is data (`classify`).

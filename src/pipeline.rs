@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 use crate::classifier::Classifier;
 use crate::commands::Control;
 use crate::checks::{FrameChecker, FrameChecks};
-use crate::config::{Config, ExaminationConfig, ExaminationMode, SourceKind};
+use crate::config::{ChecksConfig, Config, ExaminationMode, ExaminationSettings, PreprocessConfig, SourceSettings};
 use crate::cputime;
 use crate::examination::{assessment, Examination, ModelView, Observed, Step};
 use crate::frame::FrameOrigin;
@@ -83,16 +83,31 @@ pub struct Outputs {
     pub control: Arc<Control>,
 }
 
-/// What the pipeline does with frames: a batch replay of stored captures (a directory at
-/// `fps = 0`) keeps one classification per file, and so does the synthetic source (a new
-/// made-up lesion every frame is no examination); the camera and paced replays (videos) run
-/// examinations as `examination.mode` says.
-pub fn effective_mode(config: &Config) -> ExaminationMode {
-    let batch = config.source.kind == SourceKind::Directory && config.source.directory.fps == 0.0;
-    if batch || config.source.kind == SourceKind::Synthetic {
-        ExaminationMode::Continuous
-    } else {
-        config.examination.mode
+/// The parts of the resolved configuration the pipeline runs on (a reload starts a new
+/// pipeline with new ones).
+pub struct PipelineSettings<'a> {
+    pub station_id: &'a str,
+    pub source: &'a SourceSettings,
+    pub checks: &'a ChecksConfig,
+    pub preprocess: &'a PreprocessConfig,
+    pub queue_capacity: usize,
+    pub examination: &'a ExaminationSettings,
+    /// Make a small JPEG of each frame worth the model (`mqtt.publish_frames`: frames may leave
+    /// the daemon): thumbnails, and the screen's preview of an assessment.
+    pub frame_jpegs: bool,
+}
+
+impl<'a> PipelineSettings<'a> {
+    pub fn of(config: &'a Config) -> Self {
+        PipelineSettings {
+            station_id: &config.station.id,
+            source: &config.source,
+            checks: &config.checks,
+            preprocess: &config.preprocess,
+            queue_capacity: config.pipeline.queue_capacity,
+            examination: &config.examination,
+            frame_jpegs: config.mqtt.publish_frames,
+        }
     }
 }
 
@@ -121,21 +136,21 @@ impl Pipeline {
     /// queued and then reports the failure; an inference-thread panic or a persistently failing
     /// engine raises the stop flag so the capture thread ends too. The inference thread always
     /// sends how the pipeline ended; a dropped sender is read as a failure, never as a stop.
-    pub fn start(config: &Config, classifier: Classifier, outputs: Outputs) -> Result<Pipeline, source::SourceError> {
+    pub fn start(settings: PipelineSettings<'_>, classifier: Classifier, outputs: Outputs) -> Result<Pipeline, source::SourceError> {
         let Outputs { recorder, stats, control } = outputs;
-        let mode = effective_mode(config);
+        let mode = settings.examination.mode;
         tracing::info!(mode = ?mode, "frames: {}", match mode {
             ExaminationMode::Continuous => "every frame classified and published",
             ExaminationMode::Auto => "one assessment per lesion in view",
             ExaminationMode::Manual => "one assessment per capture command",
         });
         stats.set_model(classifier.info());
-        let exit_when_done = config.source.directory.exit_when_done;
+        let exit_when_done = settings.source.directory.exit_when_done;
         // Frames that fail only the lesion check may be shown to the model (a faint lesion the
         // check missed, `examination`): possible only with an out-of-distribution score.
-        let model_vouches = classifier.scores_views() && config.examination.ask_model_every_secs > 0.0;
-        let preprocessor = Preprocessor::new(classifier.input_spec(), config.preprocess.circular_mask);
-        let queue = Arc::new(FrameQueue::new(config.pipeline.queue_capacity));
+        let model_vouches = classifier.scores_views() && settings.examination.ask_model_every_secs > 0.0;
+        let preprocessor = Preprocessor::new(classifier.input_spec(), settings.preprocess.circular_mask);
+        let queue = Arc::new(FrameQueue::new(settings.queue_capacity));
         let heartbeats = Heartbeats { capture: Arc::new(Heartbeat::new()), inference: Arc::new(Heartbeat::new()) };
         let stop = StopFlag::with_heartbeat(heartbeats.capture.clone());
         let source_done = Arc::new(AtomicBool::new(false));
@@ -149,9 +164,9 @@ impl Pipeline {
             // mqtt.publish_frames lets frames leave the daemon: a small JPEG of each frame that
             // passed the checks, for the thumbnails next to per-frame classifications (sent only
             // with those) and for the screen's preview of an assessment (its sharpest frame).
-            let publish_frames = config.mqtt.publish_frames;
-            let source_config = config.source.clone();
-            let checker = (mode != ExaminationMode::Continuous).then(|| FrameChecker::new(config.checks.clone()));
+            let publish_frames = settings.frame_jpegs;
+            let source_config = settings.source.clone();
+            let checker = (mode != ExaminationMode::Continuous).then(|| FrameChecker::new(settings.checks.clone()));
             let prepare_lesionless = model_vouches;
             let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel(1);
             let handle = std::thread::Builder::new()
@@ -187,8 +202,8 @@ impl Pipeline {
         let inference = {
             let heartbeat = heartbeats.inference.clone();
             let stop = stop.clone();
-            let station_id = config.station.id.clone();
-            let exam = ExamSetup { mode, config: config.examination.clone(), focus_relative_min: config.checks.focus_relative_min, model_vouches };
+            let station_id = settings.station_id.to_string();
+            let exam = ExamSetup { config: settings.examination.clone(), model_vouches };
             std::thread::Builder::new()
                 .name("inference".into())
                 .spawn(move || {
@@ -434,9 +449,8 @@ fn record(out: &InferenceOutputs<'_>, outcome: Outcome<'_>) {
 
 /// How the inference thread runs examinations.
 struct ExamSetup {
-    mode: ExaminationMode,
-    config: ExaminationConfig,
-    focus_relative_min: f32,
+    /// `[examination]`, with the mode this source allows.
+    config: ExaminationSettings,
     /// The model can vouch for a view the lesion check calls empty.
     model_vouches: bool,
 }
@@ -448,14 +462,14 @@ struct ExamSetup {
 fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out: &InferenceOutputs<'_>, heartbeat: &Heartbeat, station_id: &str, setup: &ExamSetup) -> Result<Duration, String> {
     let stats = out.stats;
     let mut engine = EngineRun { invoke_cpu: Duration::ZERO, taken: 0, failures_in_a_row: 0 };
-    let mut examination = (setup.mode != ExaminationMode::Continuous).then(|| Examination::new(setup.config.clone(), setup.focus_relative_min, setup.model_vouches));
+    let mut examination = (setup.config.mode != ExaminationMode::Continuous).then(|| Examination::new(setup.config.clone(), setup.model_vouches));
     if examination.is_none() {
         // Continuous mode has no station state. An empty retained message removes the one a
         // previous examination mode left on the broker (after a reload, or from the last run),
         // so that no screen keeps showing it.
         record(out, Outcome::NoState);
     }
-    let record_frames = setup.mode == ExaminationMode::Continuous || setup.config.publish_frame_results;
+    let record_frames = setup.config.mode == ExaminationMode::Continuous || setup.config.publish_frame_results;
     let mut last_frame_at: Option<Instant> = None;
     let mut last_frame: Option<(FrameChecks, FrameOrigin)> = None;
     // The JPEGs of the last classified frames, made on the capture thread only when
@@ -469,7 +483,7 @@ fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out
                 if let Some(exam) = examination.as_mut() {
                     // No frames (camera gone, replay over): the lesion is gone too.
                     exam.tick(Instant::now(), last_frame_at);
-                    publish_state(exam, out, station_id, setup.mode, last_frame.as_ref());
+                    publish_state(exam, out, station_id, setup.config.mode, last_frame.as_ref());
                 }
                 continue;
             }
@@ -501,10 +515,10 @@ fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out
         if let Some(a) = exam.take_assessment() {
             let sharpest = a.frames.iter().max_by(|x, y| a.weight(x).total_cmp(&a.weight(y)));
             let preview = sharpest.and_then(|f| jpegs.iter().find(|(seq, _)| *seq == f.seq)).map(|(_, j)| j.as_slice());
-            record_assessment(&a, classifier, out, station_id, setup.mode, preview);
+            record_assessment(&a, classifier, out, station_id, setup.config.mode, preview);
         }
         last_frame = Some((observed.checks, observed.origin));
-        publish_state(exam, out, station_id, setup.mode, last_frame.as_ref());
+        publish_state(exam, out, station_id, setup.config.mode, last_frame.as_ref());
     }
 }
 

@@ -101,7 +101,9 @@ fn the_screen_shows_the_examination_live_and_the_assessment_published_on_mqtt() 
     assert!(shown["top_text"].as_str().is_some_and(|t| t.starts_with(name)), "shown {} vs published {name}", shown["top_text"]);
     let model = a["model"]["id"].as_str().expect("model id");
     assert!(shown["model"].as_str().is_some_and(|m| m.contains(model)), "model shown {} vs {model}", shown["model"]);
-    assert_eq!(shown["disclaimer"], "Decision support, not a diagnosis.");
+    // The one disclaimer, the same as in every published result.
+    assert_eq!(shown["disclaimer"], a["disclaimer"]);
+    assert_eq!(shown["disclaimer"], lesiond::report::DISCLAIMER);
     // The flag shown is the published one, in words.
     let refer_text = shown["refer_text"].as_str().expect("refer text");
     match a["refer"].as_bool() {

@@ -11,7 +11,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use common::*;
 use lesiond::config::ViewerConfig;
-use lesiond::viewer::{self, About, AssessmentFeed, Feeds};
+use lesiond::recorder::AssessmentFeed;
+use lesiond::viewer::{self, About, Feeds};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PASSWORD: &str = "correct-horse-42";
@@ -122,7 +123,7 @@ async fn only_get_on_its_own_paths_with_security_headers() {
     let s = screen(false).await;
     let page = get(&s.addr, "/", None).await;
     assert_eq!(page.status, 200, "{}", page.head);
-    assert!(page.body.contains("Decision support, not a diagnosis"), "{}", page.body);
+    assert!(page.body.contains(lesiond::report::DISCLAIMER), "{}", page.body);
     assert!(page.header("content-type").is_some_and(|t| t.starts_with("text/html")));
     assert!(page.header("content-security-policy").is_some_and(|c| c.starts_with("default-src 'self'")), "{}", page.head);
     assert_eq!(page.header("x-content-type-options").as_deref(), Some("nosniff"));

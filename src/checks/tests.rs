@@ -74,7 +74,7 @@ fn blur_lowers_the_focus_measure_below_the_relative_threshold() {
     let sharp = lesion();
     let blurred = image::imageops::blur(&sharp, 4.0);
     let (s, b) = (checks(&sharp).focus, checks(&blurred).focus);
-    assert!(b < ChecksConfig::default().focus_relative_min * s, "sharp {s}, blurred {b}");
+    assert!(b < crate::config::ExaminationSettings::default().focus_relative_min * s, "sharp {s}, blurred {b}");
 }
 
 #[test]

@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::checks::{Check, FrameChecks, Signature};
-use crate::config::{ExaminationConfig, ExaminationMode};
+use crate::config::{ExaminationMode, ExaminationSettings};
 use crate::frame::FrameOrigin;
 
 pub use assessment::{Assessment, UsedFrame};
@@ -105,8 +105,7 @@ enum Phase {
 }
 
 pub struct Examination {
-    config: ExaminationConfig,
-    focus_relative_min: f32,
+    config: ExaminationSettings,
     phase: Phase,
     state: StationState,
     state_since: SystemTime,
@@ -130,14 +129,13 @@ pub struct Examination {
 impl Examination {
     /// `model_scores_views`: the model has an out-of-distribution score to vouch for views the
     /// lesion check calls empty.
-    pub fn new(config: ExaminationConfig, focus_relative_min: f32, model_scores_views: bool) -> Self {
+    pub fn new(config: ExaminationSettings, model_scores_views: bool) -> Self {
         Examination {
             asks_model: model_scores_views && config.ask_model_every_secs > 0.0,
             asked: None,
             last_asked: None,
             vouched: None,
             config,
-            focus_relative_min,
             phase: Phase::Idle { streak: 0 },
             state: StationState::idle(None),
             state_since: SystemTime::now(),
@@ -374,7 +372,7 @@ impl Examination {
             exam.changed_in_a_row = 0;
         }
         exam.max_focus = exam.max_focus.max(f.checks.focus);
-        if settling || f.checks.focus < self.focus_relative_min * exam.max_focus {
+        if settling || f.checks.focus < self.config.focus_relative_min * exam.max_focus {
             *exam.failures.entry(Check::OutOfFocus).or_default() += 1;
             self.set_state(examining(StateName::HoldSteady, Some(Check::OutOfFocus)), f.captured_at);
             return Step::Skip;
@@ -433,7 +431,7 @@ impl Examination {
         // Frames that were sharp next to what had been seen when they came may be soft next to
         // what came later (the end of an approach): only frames sharp against the examination's
         // sharpest count.
-        let floor = self.focus_relative_min * exam.max_focus;
+        let floor = self.config.focus_relative_min * exam.max_focus;
         exam.used.retain(|u| u.checks.focus >= floor);
         let span = match (exam.used.first(), exam.used.last()) {
             (Some(a), Some(b)) => b.at.saturating_duration_since(a.at),

@@ -31,13 +31,13 @@ struct Clip {
 }
 
 impl Clip {
-    fn new(config: ExaminationConfig) -> Self {
+    fn new(config: ExaminationSettings) -> Self {
         Self::with_model(config, true)
     }
     /// `scores_views`: the model has an out-of-distribution score (it can vouch for a view).
-    fn with_model(config: ExaminationConfig, scores_views: bool) -> Self {
+    fn with_model(config: ExaminationSettings, scores_views: bool) -> Self {
         Clip {
-            exam: Examination::new(config, 0.65, scores_views),
+            exam: Examination::new(config, scores_views),
             t0: Instant::now(),
             n: 0,
             states: Vec::new(),
@@ -50,7 +50,7 @@ impl Clip {
         }
     }
     fn auto() -> Self {
-        Self::new(ExaminationConfig::default())
+        Self::new(ExaminationSettings::default())
     }
     /// Feeds `count` frames with these checks; classified frames get `probabilities`.
     fn frames(&mut self, count: u32, failed: &[Check], focus: f32, probabilities: &[f32]) {
@@ -120,7 +120,7 @@ fn a_visit_gives_one_assessment_and_the_states_in_order() {
 #[test]
 fn idle_scenes_never_make_an_assessment() {
     // A model without an out-of-distribution score: the checks alone decide.
-    let mut c = Clip::with_model(ExaminationConfig::default(), false);
+    let mut c = Clip::with_model(ExaminationSettings::default(), false);
     for check in [Check::NoLesion, Check::TooDark, Check::TooBright, Check::NotSkin] {
         c.frames(200, &[check], 9.0, &NEVUS);
     }
@@ -197,7 +197,7 @@ fn capture_assesses_the_same_lesion_again_and_manual_mode_waits_for_it() {
     assert_eq!(c.assessments.len(), 2);
     assert_eq!(c.assessments[1].trigger, Trigger::Capture);
 
-    let mut m = Clip::new(ExaminationConfig { mode: ExaminationMode::Manual, ..ExaminationConfig::default() });
+    let mut m = Clip::new(ExaminationSettings { mode: ExaminationMode::Manual, ..ExaminationSettings::default() });
     m.frames(100, &[], 5.0, &NEVUS);
     assert!(m.assessments.is_empty(), "manual mode assesses only on capture");
     m.exam.request_capture(m.t0 + FRAME * m.n as u32);
@@ -265,7 +265,7 @@ fn plain_skin_the_model_finds_atypical_is_shown_to_it_rarely_and_never_assessed(
     // At most every ask_model_every_secs (0.5 s): 20 or 21 in 10 s, not 150.
     assert!((19..=21).contains(&c.asked), "asked {} times", c.asked);
 
-    let mut off = Clip::new(ExaminationConfig { ask_model_every_secs: 0.0, ..ExaminationConfig::default() });
+    let mut off = Clip::new(ExaminationSettings { ask_model_every_secs: 0.0, ..ExaminationSettings::default() });
     off.frames(15 * 10, &[Check::NoLesion], 5.0, &NEVUS);
     assert_eq!(off.asked, 0, "0 turns asking off");
 }

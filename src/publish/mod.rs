@@ -19,7 +19,7 @@ pub use link::{tls_client_config, LinkError};
 pub use publisher::{start, CommandReply, DaemonRequest, Mode, PublisherHandle, Shared};
 
 use crate::commands::CommandName;
-use crate::config::Config;
+use crate::config::MqttConfig;
 
 /// The MQTT publisher as a destination of the spool: it takes every result.
 pub const DESTINATION: crate::spool::Destination =
@@ -42,8 +42,8 @@ pub struct Topics {
 }
 
 impl Topics {
-    pub fn new(config: &Config) -> Self {
-        let base = format!("{}/{}", config.mqtt.topic_prefix, config.station.id);
+    pub fn new(mqtt: &MqttConfig, station_id: &str) -> Self {
+        let base = format!("{}/{station_id}", mqtt.topic_prefix);
         Self {
             classification: format!("{base}/classification"),
             assessment: format!("{base}/assessment"),

@@ -25,10 +25,10 @@ use super::incoming::{CommandGate, Verdict};
 use super::outbox::{Dropped, Message, MessageKind, Outbox};
 use super::{Topics, STATUS_OFFLINE, STATUS_ONLINE};
 use crate::commands::{self, CommandName, Control};
+use crate::config::MqttConfig;
 use crate::report::reply::Reply;
 use crate::report::status::StatusPayload;
 use crate::report::thumbnail::Thumbnail;
-use crate::config::Config;
 use crate::spool::{self, Spool, SpooledResult};
 use crate::stats::Stats;
 use crate::supervision::Heartbeat;
@@ -108,17 +108,18 @@ pub struct Shared {
 /// Starts the publisher: it connects in the background (retrying with backoff) and publishes
 /// what the spool holds and what arrives.
 pub fn start(
-    config: &Config,
+    mqtt: &MqttConfig,
+    station_id: &str,
     shared: Shared,
     frames: mpsc::Receiver<Thumbnail>,
     requests: mpsc::Sender<DaemonRequest>,
 ) -> Result<PublisherHandle, LinkError> {
-    let topics = Topics::new(config);
-    let link = Link::new(&config.mqtt, &config.client_id(), &topics.status, STATUS_OFFLINE)?;
+    let topics = Topics::new(mqtt, station_id);
+    let link = Link::new(mqtt, &mqtt.client_id, &topics.status, STATUS_OFFLINE)?;
     let (connected_tx, connected) = watch::channel(false);
     let (mode, mode_rx) = watch::channel(Mode::Running);
     let (replies, replies_rx) = mpsc::channel(16);
-    let stats_every = (config.mqtt.stats_interval_secs > 0).then(|| Duration::from_secs(config.mqtt.stats_interval_secs));
+    let stats_every = (mqtt.stats_interval_secs > 0).then(|| Duration::from_secs(mqtt.stats_interval_secs));
     let heartbeat = Arc::new(Heartbeat::new());
     let publisher = Publisher {
         link,
@@ -129,10 +130,10 @@ pub fn start(
         acked: 0,
         heartbeat: heartbeat.clone(),
         topics,
-        station_id: config.station.id.clone(),
+        station_id: station_id.to_string(),
         shared,
         connected: connected_tx,
-        broker: format!("{}:{}", config.mqtt.host, config.mqtt.port),
+        broker: format!("{}:{}", mqtt.host, mqtt.port),
         requests,
         gate: CommandGate::default(),
     };

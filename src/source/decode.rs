@@ -6,24 +6,9 @@
 
 use image::RgbImage;
 
-/// What a frame may cost before it is decoded: a damaged MJPEG frame or a stray file whose
-/// header claims 60000x60000 pixels must be refused from its header, not allocated (that was
-/// 18.7 GB). Defaults: `source.max_frame_pixels`, `source.max_frame_bytes` in the config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DecodeLimits {
-    /// Width x height, at most.
-    pub max_pixels: u64,
-    /// Encoded size (file or frame buffer), at most.
-    pub max_bytes: u64,
-}
-
-impl Default for DecodeLimits {
-    /// 16 MP (4096 x 4096: above the largest dermatoscope camera we support, 4K UHD at 8.3 MP)
-    /// and 32 MiB encoded.
-    fn default() -> Self {
-        Self { max_pixels: 4096 * 4096, max_bytes: 32 * 1024 * 1024 }
-    }
-}
+/// What a frame may cost before it is decoded (`source.max_frame_pixels`,
+/// `source.max_frame_bytes`): resolved with the configuration, applied here.
+pub use crate::config::DecodeLimits;
 
 impl DecodeLimits {
     fn check_bytes(&self, len: usize) -> Result<(), DecodeError> {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{SourceConfig, SourceKind};
+use crate::config::{SourceKind, SourceSettings};
 use crate::frame::Frame;
 
 /// One step of a source.
@@ -102,12 +102,12 @@ impl StopFlag {
 }
 
 /// Opens the source that `config.kind` names.
-pub fn open(config: &SourceConfig) -> Result<Box<dyn FrameSource>, SourceError> {
+pub fn open(config: &SourceSettings) -> Result<Box<dyn FrameSource>, SourceError> {
     Ok(match config.kind {
-        SourceKind::Directory => Box::new(directory::DirectorySource::open(&config.directory, config.decode_limits())?),
+        SourceKind::Directory => Box::new(directory::DirectorySource::open(&config.directory, config.limits)?),
         SourceKind::Synthetic => Box::new(synthetic::SyntheticSource::new(&config.synthetic)),
         #[cfg(feature = "camera")]
-        SourceKind::Camera => Box::new(camera::CameraSource::new(&config.camera, config.decode_limits())),
+        SourceKind::Camera => Box::new(camera::CameraSource::new(&config.camera, config.limits)),
         #[cfg(not(feature = "camera"))]
         SourceKind::Camera => return Err(SourceError::NoCameraSupport),
     })

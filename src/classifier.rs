@@ -34,13 +34,6 @@ pub struct ModelInfo {
     pub ood: String,
 }
 
-impl ModelInfo {
-    /// How a result names the model that made it.
-    pub fn reference(&self) -> crate::report::ModelRef<'_> {
-        crate::report::ModelRef { id: &self.id, sha256: &self.sha256, temperature: self.temperature }
-    }
-}
-
 /// The engine as it runs, and how long one warm-up invoke took at load (the first invoke pays
 /// for allocations and, with XNNPACK, packing the weights): shown by `lesiond check`, logged at
 /// start and published in `stats` and the `status` reply.

@@ -604,7 +604,7 @@ impl EngineRun {
             seq: item.seq,
             captured_at: item.captured_at,
             origin: &item.origin,
-            model: classifier.info().reference(),
+            model: crate::report::ModelRef::of(classifier.info()),
             labels: &labels,
             classification: &classification,
             referral: if abstain.is_none() { classifier.refer(&classification.probabilities) } else { None },

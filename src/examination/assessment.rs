@@ -11,7 +11,7 @@ use crate::config::ExaminationMode;
 use crate::frame::FrameOrigin;
 use crate::labels::Labels;
 use crate::report::assessment::{Abstain, Agreement, AssessmentPayload, FrameEntry, Quality, Trigger, SCHEMA_VERSION};
-use crate::report::{rfc3339, round4, ClassResult, DISCLAIMER};
+use crate::report::{rfc3339, round4, ClassResult, ModelRef, DISCLAIMER};
 use crate::referral::OperatingPoint;
 
 /// A classified frame of an examination.
@@ -169,7 +169,7 @@ pub fn payload<'a>(
         trigger: a.trigger,
         started_at: rfc3339(a.started_at),
         assessed_at: rfc3339(a.assessed_at),
-        model: model.reference(),
+        model: ModelRef::of(model),
         abstain: a.abstain.as_ref().map(|reasons| Abstain {
             reasons: reasons.clone(),
             message: if reasons.iter().any(|r| r == crate::abstain::OUT_OF_DISTRIBUTION) {

@@ -80,7 +80,7 @@ fn classification_is_unchanged() {
             seq: 42,
             captured_at: at(0),
             origin: &origin,
-            model: model.reference(),
+            model: crate::report::ModelRef::of(&model),
             labels: &labels,
             classification: &classification,
             referral,

@@ -49,6 +49,12 @@ pub struct ModelRef<'a> {
     pub temperature: f32,
 }
 
+impl<'a> ModelRef<'a> {
+    pub fn of(model: &'a crate::classifier::ModelInfo) -> Self {
+        ModelRef { id: &model.id, sha256: &model.sha256, temperature: model.temperature }
+    }
+}
+
 /// A class with what it means, and its probability.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClassResult<'a> {

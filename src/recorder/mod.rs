@@ -4,7 +4,7 @@
 //!
 //! - **the spool**, with its kind, for the durable destinations (the MQTT publisher; next, an
 //!   imaging archive): each reads the spool through its own delivery cursor and acknowledges
-//!   what it delivered (`spool.rs`), so one destination down neither blocks nor loses another's
+//!   what it delivered (`spool/`), so one destination down neither blocks nor loses another's
 //!   results. A destination is a task the daemon starts with its `spool::Delivery`; adding one
 //!   is its own module, its config section and its line in the daemon's list of destinations,
 //!   never a change here or in the pipeline;

@@ -25,7 +25,8 @@ fi
 data="${LESIOND_DATA:-../shared/data/ham10000}"
 video=target/exam-video/seed-1
 if [ -f "$data/HAM10000_metadata.csv" ]; then
-  # The same video tests/examination.rs replays (training/, numpy + Pillow in their own venv).
+  # The same video tests/it/ham10000/examination.rs replays (training/, numpy + Pillow in their
+  # own venv).
   if [ ! -f "$video/manifest.json" ]; then
     if [ ! -x target/videos-venv/bin/python ] || ! target/videos-venv/bin/python -c 'import numpy, PIL' 2>/dev/null; then
       python3 -m venv target/videos-venv

@@ -17,8 +17,8 @@ lesiond_deps() {
   tflite_c_prepare
 }
 
-# What the browser test of the station screen needs (tests/viewer.rs, run by scripts/test.sh with
-# the data set), not the demo: Debian's chromium and its chromedriver, driven by selenium from
+# What the browser test of the station screen needs (tests/it/ham10000/viewer.rs, run by
+# scripts/test.sh with the data set), not the demo: Debian's chromium and its chromedriver, driven by selenium from
 # PyPI (tests/requirements-browser.txt) in target/browser-venv. Nothing downloads a browser.
 lesiond_browser_deps() {
   install_missing chromium chromium-driver python3-venv || return 1

@@ -11,18 +11,20 @@ source scripts/deps.sh
 lesiond_deps
 
 data="${LESIOND_DATA:-../shared/data/ham10000}"
-# tests/<name>.rs that need the data set: they measure the model, or replay a video made from it.
-data_tests=(golden accuracy engines_agree ort_engine examination viewer abstain)
+# The integration tests are one binary (tests/it/main.rs); those that need the data set (they
+# measure the model, or replay a video made from it) are its modules under tests/it/ham10000/,
+# named ham10000::<module>::<test>.
+data_tests=(tests/it/ham10000/*.rs)
 
 if [ -f "$data/HAM10000_metadata.csv" ]; then
-  # tests/examination.rs replays a generated examination video, tests/abstain.rs classifies
+  # ham10000::examination replays a generated examination video, ham10000::abstain classifies
   # generated scenes (painted-out skin, everyday photos, synthetic): the generator (training/,
   # numpy + Pillow) runs in its own small venv; its everyday photos come from PyPI wheels.
   if [ ! -x target/videos-venv/bin/python ] || ! target/videos-venv/bin/python -c 'import numpy, PIL' 2>/dev/null; then
     python3 -m venv target/videos-venv
     target/videos-venv/bin/pip install -q --disable-pip-version-check -r training/requirements-videos.txt
   fi
-  # tests/viewer.rs opens the station screen on that video in headless chromium.
+  # ham10000::viewer opens the station screen on that video in headless chromium.
   lesiond_browser_deps
   cargo test --locked "$@"
   echo "lesiond: every test ran, with the data set at $data"
@@ -32,13 +34,14 @@ if [ -n "${LESIOND_REQUIRE_DATA:-}" ]; then
   echo "lesiond: LESIOND_REQUIRE_DATA is set but there is no HAM10000 data set at $data (set LESIOND_DATA to its folder)"
   exit 1
 fi
-skipped=$(printf 'tests/%s.rs ' "${data_tests[@]}")
-note="lesiond: NOT RUN, they need the HAM10000 data set, not found at $data (set LESIOND_DATA to its folder): ${skipped% }"
+note="lesiond: NOT RUN, they need the HAM10000 data set, not found at $data (set LESIOND_DATA to its folder): ${data_tests[*]}"
 echo "$note"
-targets=(--lib --bins)
-for f in tests/*.rs; do
-  name=$(basename "$f" .rs)
-  [[ " ${data_tests[*]} " == *" $name "* ]] || targets+=(--test "$name")
+# The caller's arguments before `--` go to cargo, those after it to the test binaries; the skip
+# goes with the latter. No test of the library or the binary has ham10000:: in its name.
+cargo_args=() harness_args=()
+for ((i = 1; i <= $#; i++)); do
+  if [ "${!i}" = -- ]; then harness_args=("${@:i+1}"); break; fi
+  cargo_args+=("${!i}")
 done
-cargo test --locked "${targets[@]}" "$@"
+cargo test --locked --lib --bins --test it "${cargo_args[@]}" -- --skip ham10000:: "${harness_args[@]}"
 echo "lesiond: the other tests passed. $note"

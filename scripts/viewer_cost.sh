@@ -14,7 +14,7 @@ frames="${FRAMES:-600}"
 pages="${PAGES:-3}"
 runs="${RUNS:-2}"
 video="${LESIOND_EXAM_VIDEO:-target/exam-video/seed-1}"
-[ -f "$video/manifest.json" ] || { echo "no video at $video: run tests/viewer.rs or scripts/demo.sh once (or set LESIOND_EXAM_VIDEO)"; exit 1; }
+[ -f "$video/manifest.json" ] || { echo "no video at $video: run tests/it/ham10000/viewer.rs or scripts/demo.sh once (or set LESIOND_EXAM_VIDEO)"; exit 1; }
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }

@@ -1,5 +1,5 @@
 """Drives Debian's headless chromium (through Debian's chromedriver, nothing downloaded) on the
-station screen for tests/viewer.rs, and reports what the page showed, read from the DOM.
+station screen for tests/it/ham10000/viewer.rs, and reports what the page showed, read from the DOM.
 
     viewer_browser.py URL SCREENSHOT_DIR TIMEOUT_SECS
 

@@ -2,14 +2,13 @@
 //! what catches a silently broken export (e.g. a TF Lite runtime that outputs only the zero
 //! point): golden bytes can match while every prediction is wrong.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn shipped_model_accuracy_on_test_split_images_through_the_daemon() {
+    let _heavy = heavy();
     let split = std::fs::read_to_string(repo().join("training/splits/ham10000_split.csv")).expect("split CSV");
     let mut test: Vec<(String, String)> = split
         .lines()

@@ -10,16 +10,14 @@
 //! the page; stopping the daemon brings up the "Station offline" banner, and starting it again
 //! on the same address takes it away (the browser reconnects by itself). Saves screenshots of
 //! the states into `docs/screenshots/` (the README shows one). Needs the data set for the
-//! video (like tests/examination.rs, whose video it shares).
-
-mod common;
+//! video (like tests/it/ham10000/examination.rs, whose video it shares).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// The Python with selenium: `LESIOND_BROWSER_PYTHON`, else the venv `scripts/test.sh` makes.
@@ -45,6 +43,7 @@ impl Drop for Browser {
 
 #[test]
 fn the_screen_shows_the_examination_live_and_the_assessment_published_on_mqtt() {
+    let _heavy = heavy();
     let frames = exam_video().join("frames");
     let broker = Broker::start();
     let sub = Subscriber::start(&broker, "lesiond/#");

@@ -10,11 +10,9 @@
 //! The scenes come from `python -m lesion_training damage` (numpy + Pillow, the venv
 //! `scripts/test.sh` prepares), made once into `target/abstain-scenes`. Needs the data set.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// Test-split lesions in the damage set (one image each): its painted-out skin comes from them
@@ -73,6 +71,7 @@ fn test_split_images() -> Vec<PathBuf> {
 
 #[test]
 fn everyday_photos_painted_out_skin_and_synthetic_scenes_abstain() {
+    let _heavy = heavy();
     let dir = scenes();
     for (set, least) in [("photos", 1.0), ("synthetic", 1.0), ("painted", 0.9)] {
         let files = jpegs(&dir.join(set));
@@ -95,6 +94,7 @@ fn everyday_photos_painted_out_skin_and_synthetic_scenes_abstain() {
 
 #[test]
 fn test_split_images_are_answered() {
+    let _heavy = heavy();
     // Every 10th test image: about 150, all lesions the model should judge.
     let files: Vec<PathBuf> = test_split_images().into_iter().step_by(10).collect();
     assert!(files.len() >= 140, "{} test images", files.len());

@@ -1,12 +1,10 @@
 //! No result lost: broker outages, daemon restarts during an outage, a damaged spool, commands
 //! and stats — against a real mosquitto.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn lossless_dir(folder: &std::path::Path) -> String {
     format!(

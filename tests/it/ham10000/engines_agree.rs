@@ -1,15 +1,12 @@
 //! The two engines agree: tract running the ONNX export against TF Lite running the same float
 //! weights (and, more loosely, the int8 model the daemon ships by default), on real HAM10000
 //! images through the daemon's own decode and preprocessing. Needs both engines built in:
-//! `cargo test --features tract --test engines_agree` (`.ci/run` does).
-#![cfg(all(feature = "tract", feature = "tflite"))]
-
-mod common;
+//! `cargo test --features tract --test it ham10000::engines_agree::` (`.ci/run` does).
 
 use std::path::Path;
 
-use common::engines::{compare, model, probabilities, spread_images};
-use common::*;
+use crate::common::engines::{compare, model, probabilities, spread_images};
+use crate::common::*;
 use lesiond::classifier::Classifier;
 use lesiond::config::EngineKind;
 
@@ -23,6 +20,7 @@ const IMAGES: usize = 24;
 
 #[test]
 fn tract_onnx_matches_tflite_float_and_int8() {
+    let _heavy = heavy();
     let images = spread_images(IMAGES);
     assert_eq!(images.len(), IMAGES);
     let tract = probabilities(&model(EngineKind::Tract, "lesion_mnv2_float.onnx"), &images);
@@ -41,6 +39,7 @@ fn tract_onnx_matches_tflite_float_and_int8() {
 
 #[test]
 fn tract_refuses_a_tflite_file_with_a_clear_error() {
+    let _heavy = heavy();
     let config = model(EngineKind::Tract, "lesion_mnv2_int8.tflite");
     let e = Classifier::load(&config).err().expect("a .tflite is not an ONNX model").to_string();
     assert!(e.contains("ONNX") && e.contains(Path::new("lesion_mnv2_int8.tflite").to_str().unwrap_or_default()), "{e}");
@@ -48,6 +47,7 @@ fn tract_refuses_a_tflite_file_with_a_clear_error() {
 
 #[test]
 fn tract_rejects_a_non_onnx_file_and_a_wrong_input_tensor() {
+    let _heavy = heavy();
     use lesiond::engine::tract::TractEngine;
     use lesiond::engine::Engine;
     use lesiond::preprocess::{InputTensor, InputType};

@@ -1,15 +1,16 @@
 //! Shared test harness: a real mosquitto on a free loopback port, a real subscriber
 //! (mosquitto_sub), the lesiond binary, generated lesion-like JPEGs for the tests that do not
 //! measure the model, and real HAM10000 images from ../shared/data for those that do.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// For the engine agreement tests, built only with a second engine beside TF Lite.
+#[cfg(all(feature = "tflite", any(feature = "tract", feature = "ort")))]
 pub mod engines;
 
 pub fn repo() -> PathBuf {
@@ -63,17 +64,14 @@ pub fn jpeg_claiming(width: u16, height: u16) -> Vec<u8> {
     bytes
 }
 
-/// The first `n` image files of the data set, by name.
-pub fn sample_images(n: usize) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(data_dir().join("images"))
-        .expect("images folder")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-        .collect();
-    files.sort();
-    files.truncate(n);
-    assert_eq!(files.len(), n, "not enough images");
-    files
+/// Held for the whole of each test under `ham10000::`: they keep both cores busy (the model over
+/// hundreds of images) or replay a video at camera pace, where a replay that cannot keep up drops
+/// frames. When each was its own test binary none of them ran beside another module's; in one
+/// binary this keeps it so.
+pub fn heavy() -> MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    // A heavy test that failed must not fail the next one too.
+    HEAVY.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub fn find_program(name: &str) -> PathBuf {
@@ -466,7 +464,7 @@ pub fn run_generator(args: &[&str], dir: &Path) {
 
 /// A generated examination video (frames/ + manifest.json): `LESIOND_EXAM_VIDEO`, else
 /// `target/exam-video/seed-1` (24 visits of test-split lesions), made once and shared by
-/// tests/examination.rs and tests/viewer.rs.
+/// tests/it/ham10000/examination.rs and tests/it/ham10000/viewer.rs.
 pub fn exam_video() -> PathBuf {
     if let Some(dir) = std::env::var_os("LESIOND_EXAM_VIDEO") {
         return PathBuf::from(dir);

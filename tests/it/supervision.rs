@@ -4,12 +4,10 @@
 //!
 //! Faults are injected with the test-only `LESIOND_TEST_FAULT` hook (src/fault.rs).
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// From the fault's log line to the process's exit, at most: the publisher's shutdown grace
 /// (4 s) plus the offline status and disconnect (3 s), with room for a loaded CI machine.

@@ -3,13 +3,11 @@
 //! seconds. Peak RSS is the daemon's own (VmHWM from /proc/self/status, printed in its `stopped:` line;
 //! not getrusage, which keeps the test process's peak across fork + exec).
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// The acceptance bound for the daemon's peak RSS.
 const RSS_LIMIT_KB: u64 = 150 * 1024;

@@ -1,9 +1,7 @@
 //! Bad input at start: a missing or wrong model and a broken config stop the daemon with a
 //! clear message and a non-zero exit, before anything runs.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn run_with(config: &str) -> (i32, String) {
     let work = tempfile::tempdir().expect("tempdir");

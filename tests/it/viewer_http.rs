@@ -3,13 +3,11 @@
 //! never in the page), and the event stream's first events. In process against the real
 //! router on a loopback socket, and once through the binary.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::*;
+use crate::common::*;
 use lesiond::config::ViewerConfig;
 use lesiond::recorder::AssessmentFeed;
 use lesiond::viewer::{self, About, Feeds};

@@ -3,15 +3,12 @@
 //! weights, and the int8 QDQ export (the one the bench runs) keeps the float model's top class on
 //! most images. A missing library or a wrong model file is a clear error.
 //! Needs the engine and its library: `scripts/onnxruntime.sh`, then
-//! `cargo test --features ort --test ort_engine` (`.ci/run` does both).
-#![cfg(all(feature = "ort", feature = "tflite"))]
-
-mod common;
+//! `cargo test --features ort --test it ham10000::ort_engine::` (`.ci/run` does both).
 
 use std::path::PathBuf;
 
-use common::engines::{self, compare, probabilities, spread_images};
-use common::*;
+use crate::common::engines::{self, compare, probabilities, sample_images, spread_images};
+use crate::common::*;
 use lesiond::classifier::Classifier;
 use lesiond::config::{EngineKind, ModelConfig};
 
@@ -43,6 +40,7 @@ fn cpu_has_vnni() -> bool {
 // One test function: ONNX Runtime is loaded once per process, and every case below shares it.
 #[test]
 fn ort_matches_tflite_and_refuses_bad_input() {
+    let _heavy = heavy();
     let images = spread_images(IMAGES);
     assert_eq!(images.len(), IMAGES);
     let ort_float = probabilities(&model(EngineKind::Ort, "lesion_mnv2_float.onnx"), &images);
@@ -85,6 +83,7 @@ fn ort_matches_tflite_and_refuses_bad_input() {
 
 #[test]
 fn a_missing_runtime_library_is_a_clear_error() {
+    let _heavy = heavy();
     // In a child process: the first library a process loads (or fails to) is kept.
     let image = sample_images(1).remove(0);
     let out = lesiond()

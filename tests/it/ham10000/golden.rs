@@ -2,11 +2,9 @@
 //! same engine outputs on real test-split images. This is what catches a daemon that resizes
 //! differently from training, or a model export that TF Lite 2.6 silently runs wrong.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn golden() -> Value {
@@ -16,6 +14,7 @@ fn golden() -> Value {
 
 #[test]
 fn resize_matches_the_numpy_reference_byte_for_byte() {
+    let _heavy = heavy();
     use lesiond::preprocess::{resize_rgb, AxisWeights};
     use sha2::Digest;
     let text = std::fs::read_to_string(repo().join("tests/golden/resize_cases.json")).expect("resize_cases.json");
@@ -40,6 +39,7 @@ fn resize_matches_the_numpy_reference_byte_for_byte() {
 
 #[test]
 fn classify_gives_the_reference_input_bytes_outputs_and_top_class() {
+    let _heavy = heavy();
     let g = golden();
     let model = g["model"].as_str().expect("model");
     let sha = {
@@ -81,6 +81,7 @@ fn classify_gives_the_reference_input_bytes_outputs_and_top_class() {
 
 #[test]
 fn first_golden_input_matches_the_stored_bytes() {
+    let _heavy = heavy();
     // The raw bytes of a few inputs are stored so a mismatch can be diffed, not just detected.
     use lesiond::preprocess::{InputSpec, InputTensor, InputType, Preprocessor};
     let g = golden();

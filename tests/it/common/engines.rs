@@ -8,7 +8,7 @@ use lesiond::classifier::Classifier;
 use lesiond::config::{Config, ConfigOrigin, EngineKind, ModelConfig, DEMO_TOML};
 use lesiond::preprocess::Preprocessor;
 
-use super::{data_dir, repo, sample_images};
+use super::{data_dir, repo};
 
 /// A model file of `models/` under `engine`, with the shipped labels and calibration.
 pub fn model(engine: EngineKind, file: &str) -> ModelConfig {
@@ -54,4 +54,17 @@ pub fn compare(a: &[Vec<f32>], b: &[Vec<f32>]) -> (usize, f32) {
     let same = a.iter().zip(b).filter(|(x, y)| argmax(x) == argmax(y)).count();
     let max = a.iter().zip(b).flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs())).fold(0.0, f32::max);
     (same, max)
+}
+
+/// The first `n` image files of the data set, by name.
+pub fn sample_images(n: usize) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data_dir().join("images"))
+        .expect("images folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    files.sort();
+    files.truncate(n);
+    assert_eq!(files.len(), n, "not enough images");
+    files
 }

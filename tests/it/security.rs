@@ -1,13 +1,11 @@
 //! TLS, credentials and the example ACL (config/mosquitto.acl), against a real mosquitto that
 //! enforces them. Certificates are made by openssl in the test.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const STATION_PASSWORD: &str = "s3cret-station-pw";
 

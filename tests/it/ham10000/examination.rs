@@ -14,12 +14,10 @@
 //! `LESIOND_EXAM_VIDEO` names one; `scripts/test.sh` prepares the Python environment. Needs the
 //! data set (like golden.rs and accuracy.rs).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const FPS: f64 = 15.0;
@@ -59,6 +57,7 @@ fn classify(images: &[&str]) -> BTreeMap<String, String> {
 
 #[test]
 fn each_lesion_visit_gets_one_assessment_and_idle_scenes_none() {
+    let _heavy = heavy();
     let video = exam_video();
     let manifest: Value = serde_json::from_str(&std::fs::read_to_string(video.join("manifest.json")).expect("manifest")).expect("JSON");
     let segments = manifest["segments"].as_array().expect("segments").clone();

@@ -1,12 +1,10 @@
 //! End-to-end: the real daemon, the real TF Lite runtime, a real mosquitto, generated
-//! lesion-like JPEGs (these tests exercise the daemon, not the model; tests/accuracy.rs and
-//! tests/golden.rs measure the model on HAM10000).
-
-mod common;
+//! lesion-like JPEGs (these tests exercise the daemon, not the model; ham10000::accuracy and
+//! ham10000::golden measure the model on HAM10000).
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn directory_source(dir: &std::path::Path, exit_when_done: bool) -> String {
     format!(

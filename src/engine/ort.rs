@@ -210,4 +210,4 @@ impl Engine for OrtEngine {
     }
 }
 
-// Tests: tests/engines_agree.rs (agreement with TF Lite on real images, errors on wrong input).
+// Tests: tests/it/ham10000/engines_agree.rs (agreement with TF Lite on real images, errors on wrong input).

@@ -125,4 +125,4 @@ impl Engine for TractEngine {
     }
 }
 
-// Tests: tests/engines_agree.rs (agreement with TF Lite on real images, errors on wrong input).
+// Tests: tests/it/ham10000/engines_agree.rs (agreement with TF Lite on real images, errors on wrong input).

@@ -224,6 +224,7 @@ pub fn check(config: &Config) -> bool {
         SourceKind::Camera => check_camera(config),
     };
     all_ok &= check_broker(config);
+    check_privacy(config);
     all_ok &= crate::viewer::check_password(&config.viewer).is_none_or(|(ok, detail)| report(ok, "viewer", &detail));
     all_ok
 }
@@ -245,6 +246,51 @@ fn check_camera(config: &Config) -> bool {
 #[cfg(not(feature = "camera"))]
 fn check_camera(_config: &Config) -> bool {
     report(false, "camera", &source::SourceError::NoCameraSupport.to_string())
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Warns where patient data (an assessment's examination context, a worklist answer, an
+/// archived image) would travel unencrypted to another machine. Warnings, not failures: a
+/// clinic may run its broker or archive on a network it trusts, but it should decide so.
+fn check_privacy(config: &Config) {
+    if config.mqtt.tls.is_none() && !is_loopback(&config.mqtt.host) {
+        println!(
+            "WARN privacy: assessments carry the examination context (patient id, name, birth date) over MQTT to {} without TLS: configure [mqtt.tls]",
+            config.mqtt.host
+        );
+    }
+    let dicom = &config.dicom;
+    if dicom.enabled && dicom.tls.is_none() && !is_loopback(&dicom.host) {
+        println!("WARN privacy: images and reports with patient data go to the archive at {} without TLS: configure [dicom.tls]", dicom.host);
+    }
+    if let Some(w) = dicom.worklist.as_ref().filter(|w| w.tls.is_none() && !is_loopback(&w.host)) {
+        println!("WARN privacy: worklist answers (patient id, name) come from {} without TLS: configure [dicom.worklist.tls]", w.host);
+    }
+}
+
+/// `[dicom]`: a C-ECHO to the archive (and to the worklist provider), which proves the address,
+/// the AE titles and TLS, not just a port.
+pub async fn check_archive(config: &Config) -> bool {
+    let mut ok = true;
+    if config.dicom.enabled {
+        let peer = crate::archive::peer(&config.dicom);
+        let target = format!("{}@{}:{}", peer.called_ae, peer.host, peer.port);
+        ok &= match crate::archive::association::echo_peer(&peer).await {
+            Ok(()) => report(true, "dicom", &format!("the archive {target} answers C-ECHO (calling AE {})", peer.calling_ae)),
+            Err(e) => report(false, "dicom", &format!("C-ECHO to the archive {target}: {e}")),
+        };
+    }
+    if let Some(peer) = crate::archive::worklist_peer(&config.dicom) {
+        let target = format!("{}@{}:{}", peer.called_ae, peer.host, peer.port);
+        ok &= match crate::archive::association::echo_peer(&peer).await {
+            Ok(()) => report(true, "worklist", &format!("the worklist provider {target} answers C-ECHO")),
+            Err(e) => report(false, "worklist", &format!("C-ECHO to the worklist provider {target}: {e}")),
+        };
+    }
+    ok
 }
 
 /// A plain TCP connect to the broker: enough to catch a wrong host or port or a firewall.

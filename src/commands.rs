@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use crate::report::context::{ContextChange, ContextError, ContextFields};
+
 /// Largest command payload accepted.
 pub const MAX_PAYLOAD: usize = 4096;
 const MAX_REQUEST_ID: usize = 128;
@@ -26,14 +28,16 @@ pub enum CommandName {
     Reload,
     /// Reply with the counters and state.
     Status,
+    /// Set or clear the examination context: whose lesion, which visit, where on the body.
+    Context,
 }
 
 impl CommandName {
     /// Every command, in the order their topics are subscribed to. The station subscribes to
     /// each exact `cmd/<name>` topic, never to `cmd/+`: whatever else is published under
     /// `cmd/` (a typo, junk, an oversized retained message) never reaches it.
-    pub const ALL: [CommandName; 5] =
-        [CommandName::Pause, CommandName::Resume, CommandName::Capture, CommandName::Reload, CommandName::Status];
+    pub const ALL: [CommandName; 6] =
+        [CommandName::Pause, CommandName::Resume, CommandName::Capture, CommandName::Reload, CommandName::Status, CommandName::Context];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -42,6 +46,7 @@ impl CommandName {
             CommandName::Capture => "capture",
             CommandName::Reload => "reload",
             CommandName::Status => "status",
+            CommandName::Context => "context",
         }
     }
 
@@ -52,6 +57,7 @@ impl CommandName {
             "capture" => CommandName::Capture,
             "reload" => CommandName::Reload,
             "status" => CommandName::Status,
+            "context" => CommandName::Context,
             _ => return None,
         })
     }
@@ -61,16 +67,20 @@ impl CommandName {
 pub struct Command {
     pub name: CommandName,
     pub request_id: Option<String>,
+    /// What a `context` command asks for (`None` for the others).
+    pub context: Option<ContextChange>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
-    #[error("unknown command {0:?} (known: pause, resume, capture, reload, status)")]
+    #[error("unknown command {0:?} (known: pause, resume, capture, reload, status, context)")]
     Unknown(String),
     #[error("payload of {0} bytes is over the {MAX_PAYLOAD}-byte limit")]
     TooLarge(usize),
     #[error("malformed payload: {0}")]
     Malformed(String),
+    #[error("context refused: {0}")]
+    Context(#[from] ContextError),
 }
 
 /// A refused command, with the request id if one could be read.
@@ -86,14 +96,54 @@ struct Body {
     request_id: Option<String>,
 }
 
+/// The `context` command's payload: the fields, or `{"clear": true}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContextBody {
+    request_id: Option<String>,
+    #[serde(default)]
+    clear: bool,
+    patient_id: Option<String>,
+    patient_name: Option<String>,
+    birth_date: Option<String>,
+    sex: Option<String>,
+    accession_number: Option<String>,
+    body_site: Option<String>,
+    body_site_snomed: Option<String>,
+    lesion_id: Option<String>,
+}
+
+impl ContextBody {
+    fn change(self) -> Result<ContextChange, CommandError> {
+        let fields = ContextFields {
+            patient_id: self.patient_id,
+            patient_name: self.patient_name,
+            birth_date: self.birth_date,
+            sex: self.sex,
+            accession_number: self.accession_number,
+            body_site: self.body_site,
+            body_site_snomed: self.body_site_snomed,
+            lesion_id: self.lesion_id,
+        };
+        if self.clear {
+            if fields != ContextFields::default() {
+                return Err(CommandError::Malformed("\"clear\" comes alone (with at most a request_id)".into()));
+            }
+            return Ok(ContextChange::Clear);
+        }
+        Ok(ContextChange::Set(fields.validated()?))
+    }
+}
+
 /// Parses the command `name` (the last topic level) with its payload.
 pub fn parse(name: &str, payload: &[u8]) -> Result<Command, Refused> {
     let refuse = |request_id: Option<String>, error| Refused { request_id, error };
     if payload.len() > MAX_PAYLOAD {
         return Err(refuse(None, CommandError::TooLarge(payload.len())));
     }
-    let request_id = if payload.iter().all(u8::is_ascii_whitespace) {
-        None
+    let known = CommandName::parse(name);
+    let (request_id, context) = if payload.iter().all(u8::is_ascii_whitespace) {
+        (None, None)
     } else {
         let value: serde_json::Value =
             serde_json::from_slice(payload).map_err(|e| refuse(None, CommandError::Malformed(e.to_string())))?;
@@ -104,19 +154,55 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Command, Refused> {
         // it when possible.
         let loose: Option<String> =
             value.get("request_id").and_then(|r| r.as_str()).map(str::to_owned).filter(|id| valid_request_id(id));
-        let body: Body =
-            serde_json::from_value(value).map_err(|e| refuse(loose.clone(), CommandError::Malformed(e.to_string())))?;
-        match body.request_id {
+        // serde's messages quote the offending value for some errors: a context's fields may be
+        // patient data, so its refusals name the field only (see `report::context`).
+        let (request_id, context) = if known == Some(CommandName::Context) {
+            let body: ContextBody = serde_json::from_value(value)
+                .map_err(|e| refuse(loose.clone(), CommandError::Malformed(without_values(&e.to_string()))))?;
+            let id = body.request_id.clone();
+            let change = body.change().map_err(|e| refuse(loose.clone(), e))?;
+            (id, Some(change))
+        } else {
+            let body: Body =
+                serde_json::from_value(value).map_err(|e| refuse(loose.clone(), CommandError::Malformed(e.to_string())))?;
+            (body.request_id, None)
+        };
+        match request_id {
             Some(id) if !valid_request_id(&id) => {
                 return Err(refuse(None, CommandError::Malformed("request_id must be 1..128 printable characters".into())))
             }
-            other => other,
+            other => (other, context),
         }
     };
-    match CommandName::parse(name) {
-        Some(name) => Ok(Command { name, request_id }),
+    match known {
+        Some(CommandName::Context) if context.is_none() => {
+            Err(refuse(request_id, CommandError::Malformed("a context command needs a patient_id (or an accession_number), or \"clear\": true".into())))
+        }
+        Some(name) => Ok(Command { name, request_id, context }),
         None => Err(refuse(request_id, CommandError::Unknown(name.chars().take(64).collect()))),
     }
+}
+
+/// A serde error message without what it quotes of the input (`invalid type: string "..."`):
+/// keeps the field names and the expected types.
+fn without_values(message: &str) -> String {
+    let mut out = String::new();
+    let mut quoted = false;
+    for c in message.chars() {
+        if c == '"' {
+            quoted = !quoted;
+            if quoted {
+                out.push_str("\"…");
+            } else {
+                out.push('"');
+            }
+            continue;
+        }
+        if !quoted {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn valid_request_id(id: &str) -> bool {
@@ -175,10 +261,10 @@ mod tests {
 
     #[test]
     fn known_commands_with_and_without_request_id() {
-        assert_eq!(parse("pause", b""), Ok(Command { name: CommandName::Pause, request_id: None }));
+        assert_eq!(parse("pause", b""), Ok(Command { name: CommandName::Pause, request_id: None, context: None }));
         assert_eq!(
             parse("status", br#"{"request_id":"r-1"}"#),
-            Ok(Command { name: CommandName::Status, request_id: Some("r-1".into()) })
+            Ok(Command { name: CommandName::Status, request_id: Some("r-1".into()), context: None })
         );
     }
 
@@ -194,6 +280,25 @@ mod tests {
         assert!(parse("pause", br#"{"request_id":7}"#).is_err());
         assert!(parse("pause", br#"["pause"]"#).is_err());
         assert!(matches!(parse("pause", &vec![b' '; MAX_PAYLOAD + 1]).unwrap_err().error, CommandError::TooLarge(_)));
+    }
+
+    #[test]
+    fn context_sets_or_clears_and_refusals_name_the_field_not_the_value() {
+        let set = parse("context", br#"{"request_id":"c1","patient_id":"P-77","patient_name":"Doe^Jane","lesion_id":"L1"}"#).expect("set");
+        assert_eq!(set.request_id.as_deref(), Some("c1"));
+        let Some(ContextChange::Set(fields)) = set.context else { panic!("a set") };
+        assert_eq!(fields.patient_id.as_deref(), Some("P-77"));
+        assert_eq!(parse("context", br#"{"clear":true}"#).expect("clear").context, Some(ContextChange::Clear));
+        assert!(parse("context", br#"{"clear":true,"patient_id":"P"}"#).is_err());
+        assert!(parse("context", b"").is_err(), "a context command with nothing in it");
+        assert!(parse("context", br#"{"request_id":"x"}"#).is_err());
+        let r = parse("context", br#"{"request_id":"c2","patient_id":"P-77","birth_date":"31.01.1970"}"#).expect_err("bad date");
+        assert_eq!(r.request_id.as_deref(), Some("c2"));
+        assert!(r.error.to_string().contains("birth_date") && !r.error.to_string().contains("1970"), "{}", r.error);
+        let r = parse("context", br#"{"patient_id":"P-77","patient_name":["Doe Jane Secret"]}"#).expect_err("bad type");
+        assert!(!r.error.to_string().contains("Secret"), "{}", r.error);
+        let r = parse("context", br#"{"patient_id":"P-77","nickname":"Secret"}"#).expect_err("unknown field");
+        assert!(!r.error.to_string().contains("Secret"), "{}", r.error);
     }
 
     #[test]

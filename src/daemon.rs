@@ -10,9 +10,12 @@ use sd_notify::NotifyState;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tokio::sync::mpsc;
 
+use crate::archive;
 use crate::classifier::{Classifier, ClassifierError};
 use crate::commands::{CommandName, Control};
 use crate::config::{Config, ConfigError, ConfigOrigin};
+use crate::context::{ContextStore, ContextStoreError};
+use crate::report::context::ContextChange;
 use crate::pipeline::{Outputs, Pipeline, PipelineEnd, PipelineSettings};
 use crate::publish::{self, CommandReply, DaemonRequest, LinkError, Mode, Shared};
 use crate::source::SourceError;
@@ -33,6 +36,8 @@ pub enum DaemonError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Context(#[from] ContextStoreError),
     #[error("MQTT: {0}")]
     Mqtt(#[from] LinkError),
     #[error(transparent)]
@@ -59,6 +64,8 @@ struct Wiring {
     /// changes the model shows on the screen).
     assessments: Arc<AssessmentFeed>,
     about: tokio::sync::watch::Sender<Option<About>>,
+    /// The examination context in force (the `context` command sets it, assessments carry it).
+    contexts: Arc<ContextStore>,
 }
 
 impl Wiring {
@@ -70,6 +77,8 @@ impl Wiring {
             thumbnails: config.mqtt.publish_frames.then(|| self.frames.clone()),
             states: self.states.clone(),
             assessments: self.assessments.clone(),
+            contexts: self.contexts.clone(),
+            show_patient: config.viewer.show_patient,
         };
         let outputs = Outputs { recorder, stats: self.stats.clone(), control: self.control.clone() };
         let info = classifier.info();
@@ -121,9 +130,15 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
     tracing::info!(model = %info.id, "{}", info.status);
     tracing::info!(model = %info.id, "{}", info.referral);
     // The destinations that take results from the spool, each through its own delivery cursor.
-    // A new one (an imaging archive) adds its line here and starts its task below.
-    let destinations = [publish::DESTINATION];
+    // A new one adds its line here and starts its task below.
+    let mut destinations = vec![publish::DESTINATION];
+    if config.dicom.enabled {
+        destinations.push(archive::DESTINATION);
+    }
     let spool = Arc::new(Spool::open(&config.spool, &destinations)?);
+    // Beside the spool, as private: it names the patient.
+    let contexts = Arc::new(ContextStore::open(&config.context.dir, config.context.idle_timeout)?);
+    let worklist = archive::worklist_peer(&config.dicom);
 
     let stats = Arc::new(Stats::default());
     let control = Arc::new(Control::default());
@@ -143,7 +158,18 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
     let feeds = Feeds { states: states_rx.clone(), assessments: assessments.clone(), about: about_rx };
     // Task: the publisher (tokio). Threads: capture and inference (std), started by the pipeline.
     let mut publisher = publish::start(&config.mqtt, &config.station.id, shared, frames_rx, requests_tx)?;
-    let wiring = Wiring { spool, frames: frames_tx, stats: stats.clone(), control, states: states_tx, assessments, about: about_tx };
+    // Task: the imaging archive ([dicom]), reading the spool through its own cursor.
+    let mut archive = match spool.delivery(archive::DESTINATION.name) {
+        Some(delivery) => Some(archive::start(archive::ArchiveSetup {
+            config: config.dicom.clone(),
+            labels: classifier.labels().clone(),
+            spool: spool.clone(),
+            delivery,
+            stats: stats.clone(),
+        })),
+        None => None,
+    };
+    let wiring = Wiring { spool, frames: frames_tx, stats: stats.clone(), control, states: states_tx, assessments, about: about_tx, contexts };
     let mut pipeline = wiring.start(&config, classifier)?;
     // Not supervised like the pipeline: the viewer logs its own failure and the station goes on
     // classifying and publishing without it.
@@ -177,6 +203,7 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
     let check_every = watchdog.map_or(Duration::from_secs(1), |w| (w / 3).min(Duration::from_secs(1)));
     let mut supervise_tick = tokio::time::interval(check_every);
 
+    let mut archive_gone = false;
     let ending = loop {
         tokio::select! {
             signal = signals.next() => match signal {
@@ -191,15 +218,34 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
                 }
                 None => break Ending { end: PipelineEnd::Stopped, stalled: false, publisher_gone: false },
             },
-            Some(DaemonRequest::Reload { request_id }) = requests.recv() => {
-                let result = reload(&origin, &mut config, &mut pipeline, &wiring, watchdog).await;
-                if let Err(e) = &result {
-                    tracing::error!("reload rejected, keeping the running configuration: {e}");
+            Some(request) = requests.recv() => match request {
+                DaemonRequest::Reload { request_id } => {
+                    let result = reload(&origin, &mut config, &mut pipeline, &wiring, watchdog).await;
+                    if let Err(e) = &result {
+                        tracing::error!("reload rejected, keeping the running configuration: {e}");
+                    }
+                    let reply = CommandReply { name: CommandName::Reload, request_id, result: result.map(|_| None).map_err(|e| e.to_string()) };
+                    let _ = publisher.replies.send(reply).await;
                 }
-                let reply = CommandReply { name: CommandName::Reload, request_id, result: result.map(|_| ()).map_err(|e| e.to_string()) };
-                let _ = publisher.replies.send(reply).await;
-            }
+                DaemonRequest::Context { request_id, change } => {
+                    // Its own task: a worklist query may take seconds, and supervision goes on.
+                    let (contexts, worklist, replies) = (wiring.contexts.clone(), worklist.clone(), publisher.replies.clone());
+                    tokio::spawn(async move {
+                        let result = apply_context(&contexts, worklist.as_ref(), change).await;
+                        let _ = replies.send(CommandReply { name: CommandName::Context, request_id, result }).await;
+                    });
+                }
+            },
             end = pipeline.ended() => break Ending { end, stalled: false, publisher_gone: false },
+            joined = async { match archive.as_mut() { Some(a) => (&mut a.task).await, None => std::future::pending().await } } => {
+                archive_gone = true;
+                let cause = match joined {
+                    Ok(()) => "the archive task ended unexpectedly".to_string(),
+                    Err(e) if e.is_panic() => format!("archive task panicked: {}", panic_message(&*e.into_panic())),
+                    Err(e) => format!("archive task failed: {e}"),
+                };
+                break Ending { end: PipelineEnd::Failed(cause), stalled: false, publisher_gone: false };
+            }
             joined = &mut publisher.task => {
                 let cause = match joined {
                     Ok(()) => "the publisher task ended unexpectedly".to_string(),
@@ -244,6 +290,9 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
     if end != PipelineEnd::SourceDone && !publisher_gone {
         publisher.set_mode(Mode::Stop);
     }
+    if let Some(a) = archive.as_ref().filter(|_| !archive_gone && end != PipelineEnd::SourceDone) {
+        a.set_mode(archive::ArchiveMode::Stop);
+    }
     let join_limit = if stalled { Duration::from_secs(2) } else { Duration::from_secs(30) };
     let _ = tokio::task::spawn_blocking(move || pipeline.stop_and_join(join_limit)).await;
     let mut failure = match &end {
@@ -264,6 +313,26 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
         };
         if let Err(e) = joined {
             let cause = if e.is_panic() { format!("publisher task panicked: {}", panic_message(&*e.into_panic())) } else { format!("publisher task failed: {e}") };
+            tracing::error!("{cause}");
+            failure.get_or_insert(cause);
+        }
+    }
+    // 4. the archive files what is left (a finished batch: everything, retrying while the
+    //    archive is away, until a signal) or ends after the assessment in hand.
+    if let Some(mut a) = archive.filter(|_| !archive_gone) {
+        if end == PipelineEnd::SourceDone {
+            a.set_mode(archive::ArchiveMode::Drain);
+        }
+        let joined = loop {
+            tokio::select! {
+                joined = &mut a.task => break joined,
+                signal = signals.next() => if matches!(signal, Some(SIGTERM) | Some(SIGINT)) {
+                    a.set_mode(archive::ArchiveMode::Stop);
+                },
+            }
+        };
+        if let Err(e) = joined {
+            let cause = if e.is_panic() { format!("archive task panicked: {}", panic_message(&*e.into_panic())) } else { format!("archive task failed: {e}") };
             tracing::error!("{cause}");
             failure.get_or_insert(cause);
         }
@@ -346,6 +415,43 @@ async fn reload(origin: &ConfigOrigin, config: &mut Config, pipeline: &mut Pipel
     .await;
     notify(&[NotifyState::Ready]);
     result
+}
+
+/// Sets or clears the examination context (the `context` command). A context that gives only
+/// an accession number is completed from the worklist (`[dicom.worklist]`): exactly one entry,
+/// or an error and nothing set. The reply says what was set by its id, never by its contents.
+async fn apply_context(contexts: &ContextStore, worklist: Option<&archive::Peer>, change: ContextChange) -> Result<Option<serde_json::Value>, String> {
+    let mut fields = match change {
+        ContextChange::Clear => {
+            contexts.clear();
+            tracing::info!("examination context cleared");
+            return Ok(None);
+        }
+        ContextChange::Set(fields) => fields,
+    };
+    let mut study_instance_uid = None;
+    let from_worklist = fields.patient_id.is_none();
+    if from_worklist {
+        let Some(accession) = fields.accession_number.clone() else { return Err("patient_id: required".into()) };
+        let Some(peer) = worklist else {
+            return Err("patient_id: required (no worklist is configured to look the accession number up: [dicom.worklist])".into());
+        };
+        let item = archive::look_up_accession(peer, &accession).await.map_err(|e| e.to_string())?;
+        fields.patient_id = Some(item.patient_id);
+        fields.patient_name = fields.patient_name.or(item.patient_name);
+        fields.birth_date = fields.birth_date.or(item.birth_date);
+        fields.sex = fields.sex.or(item.sex);
+        study_instance_uid = item.study_instance_uid;
+        // What the worklist says is checked like what a command says.
+        fields = fields.validated().map_err(|e| format!("the worklist entry: {e}"))?;
+    }
+    let context_id = uuid::Uuid::new_v4().to_string();
+    let context = fields
+        .into_context(context_id.clone(), crate::report::rfc3339(std::time::SystemTime::now()), study_instance_uid)
+        .ok_or("patient_id: required")?;
+    contexts.set(context).map_err(|e| e.to_string())?;
+    tracing::info!(context_id = %context_id, from_worklist, "examination context set");
+    Ok(Some(serde_json::json!({ "context_id": context_id, "completed_from_worklist": from_worklist })))
 }
 
 fn notify(state: &[NotifyState]) {

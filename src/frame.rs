@@ -20,6 +20,9 @@ pub struct Frame {
     pub captured_at: SystemTime,
     pub origin: FrameOrigin,
     pub image: RgbImage,
+    /// The frame as the source delivered it, when that was a JPEG (an MJPEG camera's frame, a
+    /// replayed .jpg): an assessment files its judged frame as is, not re-encoded.
+    pub jpeg: Option<std::sync::Arc<[u8]>>,
     /// Time spent reading and decoding this frame.
     pub decode_time: Duration,
 }

@@ -11,12 +11,14 @@
 //! subcommands.
 
 pub mod abstain;
+pub mod archive;
 pub mod bench;
 pub mod checks;
 pub mod classifier;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod context;
 pub mod cputime;
 pub mod daemon;
 pub mod engine;

@@ -237,8 +237,13 @@ fn try_main(args: Args) -> Result<(), Failure> {
             let config = load_config(&origin)?;
             println!("checking {origin}");
             let files_ok = cli::check_files(&origin, &config);
-            // `check` has printed what is wrong, line by line.
-            (cli::check(&config) && files_ok).then_some(()).ok_or_else(|| Failure::runtime(""))
+            let checked = cli::check(&config);
+            let archive_ok = match config.dicom.enabled || config.dicom.worklist.is_some() {
+                true => runtime()?.block_on(cli::check_archive(&config)),
+                false => true,
+            };
+            // The checks have printed what is wrong, line by line.
+            (checked && files_ok && archive_ok).then_some(()).ok_or_else(|| Failure::runtime(""))
         }
         Command::Bench { images, frames, threads, model, labels, calibration, xnnpack, engine, paced_fps, mqtt_host, mqtt_port, json } => {
             let base = load_config(&ConfigOrigin::Embedded)?;

@@ -58,9 +58,39 @@ struct Prepared {
     /// The engine's input; `None` when the checks turned the frame away.
     input: Option<InputTensor>,
     frame_jpeg: Option<Vec<u8>>,
+    /// The frame as an assessment would file it (examination modes, frames worth the model).
+    kept: Option<KeptFrame>,
     decode: Duration,
     preprocess: Duration,
     queued_at: Instant,
+}
+
+/// A frame an assessment may file as its judged image: the source's JPEG as delivered, or
+/// (a raw camera format, a PNG replay) its pixels, encoded only if it is the one chosen.
+#[derive(Clone)]
+enum KeptFrame {
+    Jpeg(Arc<[u8]>),
+    Pixels(Arc<image::RgbImage>),
+}
+
+impl KeptFrame {
+    /// The bytes to file: the JPEG as is, or the pixels at high quality (JPEG 95: visually
+    /// lossless, and what every archive takes).
+    fn encoded(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
+        match self {
+            KeptFrame::Jpeg(bytes) => Some(std::borrow::Cow::Borrowed(bytes)),
+            KeptFrame::Pixels(image) => {
+                let mut out = Vec::new();
+                match image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95).encode_image(image.as_ref()) {
+                    Ok(()) => Some(std::borrow::Cow::Owned(out)),
+                    Err(e) => {
+                        tracing::error!("cannot encode the judged frame: {e}");
+                        None
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// How the pipeline ended.
@@ -349,6 +379,11 @@ fn capture_loop(mut source: Box<dyn FrameSource>, mut checker: Option<FrameCheck
                 let input = worth_it.then(|| preprocessor.run(&frame.image));
                 let preprocess = at.elapsed();
                 let frame_jpeg = (publish_frames && worth_it).then(|| downscaled_jpeg(&frame.image)).flatten();
+                // Examination modes only (checks ran): moved, never copied.
+                let kept = (checks.is_some() && worth_it).then(|| match frame.jpeg {
+                    Some(jpeg) => KeptFrame::Jpeg(jpeg),
+                    None => KeptFrame::Pixels(Arc::new(frame.image)),
+                });
                 let prepared = Prepared {
                     seq: frame.seq,
                     at,
@@ -357,6 +392,7 @@ fn capture_loop(mut source: Box<dyn FrameSource>, mut checker: Option<FrameCheck
                     checks,
                     input,
                     frame_jpeg,
+                    kept,
                     decode: frame.decode_time,
                     preprocess,
                     queued_at: Instant::now(),
@@ -475,6 +511,10 @@ fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out
     // The JPEGs of the last classified frames, made on the capture thread only when
     // mqtt.publish_frames is on: the screen's preview of an assessment is its sharpest frame.
     let mut jpegs: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
+    // The last classified frames as an assessment would file them (the sharpest is chosen once
+    // the examination ends).
+    let mut kept: VecDeque<(u64, KeptFrame)> = VecDeque::new();
+    let keep = 2 * setup.config.min_frames.max(1) as usize;
     loop {
         heartbeat.beat();
         let item = match queue.pop(Duration::from_millis(200)) {
@@ -502,20 +542,28 @@ fn inference_loop(classifier: &mut Classifier, queue: &FrameQueue<Prepared>, out
         let observed = Observed { seq: item.seq, at: item.at, captured_at: item.captured_at, origin: item.origin.clone(), checks, lesion_seen_by_model: false };
         if exam.observe(&observed) == Step::Classify && item.input.is_some() {
             let jpeg = item.frame_jpeg.clone().map(|j| (item.seq, j));
+            let frame_kept = item.kept.clone().map(|k| (item.seq, k));
             if let Some(frame) = engine.classify_and_record(classifier, item, out, station_id, record_frames)? {
                 exam.classified(&observed, frame);
                 if let Some(jpeg) = jpeg {
-                    if jpegs.len() == 2 * setup.config.min_frames.max(1) as usize {
+                    if jpegs.len() == keep {
                         jpegs.pop_front();
                     }
                     jpegs.push_back(jpeg);
+                }
+                if let Some(frame_kept) = frame_kept {
+                    if kept.len() == keep {
+                        kept.pop_front();
+                    }
+                    kept.push_back(frame_kept);
                 }
             }
         }
         if let Some(a) = exam.take_assessment() {
             let sharpest = a.frames.iter().max_by(|x, y| a.weight(x).total_cmp(&a.weight(y)));
             let preview = sharpest.and_then(|f| jpegs.iter().find(|(seq, _)| *seq == f.seq)).map(|(_, j)| j.as_slice());
-            record_assessment(&a, classifier, out, station_id, setup.config.mode, preview);
+            let image = sharpest.and_then(|f| kept.iter().find(|(seq, _)| *seq == f.seq)).and_then(|(_, k)| k.encoded());
+            record_assessment(&a, classifier, out, station_id, setup.config.mode, image.as_deref(), preview);
         }
         last_frame = Some((observed.checks, observed.origin));
         publish_state(exam, out, station_id, setup.config.mode, last_frame.as_ref());
@@ -530,11 +578,12 @@ fn publish_state(exam: &mut Examination, out: &InferenceOutputs<'_>, station_id:
     record(out, Outcome::State(StatePayload::new(station_id, mode, state, since, frame)));
 }
 
-/// Records an assessment, with the JPEG of its sharpest frame when one was kept.
-fn record_assessment(a: &assessment::Assessment, classifier: &Classifier, out: &InferenceOutputs<'_>, station_id: &str, mode: ExaminationMode, frame_jpeg: Option<&[u8]>) {
+/// Records an assessment, with its judged (sharpest) frame, and the screen's preview of it
+/// when one was made.
+fn record_assessment(a: &assessment::Assessment, classifier: &Classifier, out: &InferenceOutputs<'_>, station_id: &str, mode: ExaminationMode, image: Option<&[u8]>, preview: Option<&[u8]>) {
     let labels = classifier.labels().clone();
     let message = assessment::payload(a, station_id, mode, classifier.info(), &labels, classifier.operating_point());
-    record(out, Outcome::Assessment { message, frame_jpeg });
+    record(out, Outcome::Assessment { message, image, preview });
 }
 
 /// The engine's side of the inference thread: invokes, counts failures, records classifications.

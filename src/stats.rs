@@ -58,6 +58,14 @@ pub struct Stats {
     pub incoming_dropped: AtomicU64,
     /// Frames waiting for the inference thread right now.
     pub queue_depth: AtomicUsize,
+    /// The imaging archive (`[dicom]`): assessments filed (image and report stored), attempts
+    /// that failed (archive down, association refused, a C-STORE failure; retried), assessments
+    /// not filed by rule (no context and `dicom.send_unassigned` off, or no image), and
+    /// assessments waiting for it.
+    pub archive_stored: AtomicU64,
+    pub archive_failed: AtomicU64,
+    pub archive_skipped: AtomicU64,
+    pub archive_pending: AtomicUsize,
     latencies: Mutex<VecDeque<LatencyMs>>,
     /// Spooled to acknowledged by the broker, ms.
     publish_latencies: Mutex<VecDeque<f64>>,
@@ -106,6 +114,10 @@ impl Default for Stats {
             commands_ignored_retained: AtomicU64::new(0),
             incoming_dropped: AtomicU64::new(0),
             queue_depth: AtomicUsize::new(0),
+            archive_stored: AtomicU64::new(0),
+            archive_failed: AtomicU64::new(0),
+            archive_skipped: AtomicU64::new(0),
+            archive_pending: AtomicUsize::new(0),
             latencies: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
             publish_latencies: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
             model: Mutex::new((String::new(), None)),
@@ -164,6 +176,10 @@ pub struct Snapshot {
     pub commands_ignored_retained: u64,
     pub incoming_dropped: u64,
     pub queue_depth: usize,
+    pub archive_stored: u64,
+    pub archive_failed: u64,
+    pub archive_skipped: u64,
+    pub archive_pending: usize,
     pub latency_ms: StageLatencies,
 }
 
@@ -252,6 +268,10 @@ impl Stats {
             commands_ignored_retained: Self::get(&self.commands_ignored_retained),
             incoming_dropped: Self::get(&self.incoming_dropped),
             queue_depth: self.queue_depth.load(Ordering::Relaxed),
+            archive_stored: Self::get(&self.archive_stored),
+            archive_failed: Self::get(&self.archive_failed),
+            archive_skipped: Self::get(&self.archive_skipped),
+            archive_pending: self.archive_pending.load(Ordering::Relaxed),
             latency_ms,
         }
     }

@@ -29,6 +29,10 @@ pub struct FileConfig {
     pub log: LogConfig,
     #[serde(default)]
     pub viewer: ViewerConfig,
+    #[serde(default)]
+    pub context: super::ContextConfig,
+    #[serde(default)]
+    pub dicom: super::DicomConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -498,6 +502,9 @@ pub struct ViewerConfig {
     pub max_failed_logins: u32,
     /// Seconds a client address is refused once it reached `max_failed_logins`.
     pub login_block_secs: u64,
+    /// Show the patient's id and name with the lesion (otherwise only the lesion and the body
+    /// site): only where the screen faces nobody but the clinician.
+    pub show_patient: bool,
 }
 
 impl Default for ViewerConfig {
@@ -513,6 +520,7 @@ impl Default for ViewerConfig {
             idle_timeout_secs: 60,
             max_failed_logins: 5,
             login_block_secs: 60,
+            show_patient: false,
         }
     }
 }

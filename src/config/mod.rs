@@ -15,6 +15,7 @@
 //! This module sits below everything that reads it: it imports nothing from the rest of the
 //! crate but `fsread` (to read the file within a size limit).
 
+mod dicom;
 mod file;
 mod legacy;
 mod resolve;
@@ -24,9 +25,10 @@ mod validate;
 
 use std::path::PathBuf;
 
+pub use dicom::*;
 pub use file::*;
 pub use legacy::MovedKey;
-pub use resolve::{Config, DecodeLimits, ExaminationSettings, SourceSettings};
+pub use resolve::{Config, ContextSettings, DecodeLimits, ExaminationSettings, SourceSettings};
 pub use validate::parse_log_filter;
 
 /// The demo configuration compiled into the binary: synthetic frames, a broker on localhost.

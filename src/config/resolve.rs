@@ -2,13 +2,15 @@
 //! that depends on several keys derived here and nowhere else. Each part goes where it is used:
 //! `source` to the capture thread, `checks` to the frame checker, `examination` to the
 //! examination, `model` to the classifier, `mqtt` and `station` to the publisher, `spool`,
-//! `log` and `viewer` to their modules; the daemon keeps the whole for reloads.
+//! `log` and `viewer` to their modules, `context` and `dicom` to the context store and the
+//! archive; the daemon keeps the whole for reloads.
 
 use super::file::{
     ChecksConfig, CameraConfig, DirectoryConfig, ExaminationConfig, ExaminationMode, FileConfig, LogConfig, ModelConfig, MqttConfig,
     PipelineConfig, PreprocessConfig, SourceConfig, SourceKind, SpoolConfig, StationConfig, SyntheticConfig, ViewerConfig,
 };
-use super::{validate, Invalid, MovedKey};
+use super::{validate, DicomConfig, Invalid, MovedKey};
+use std::path::PathBuf;
 
 /// What a frame may cost before it is decoded: a damaged MJPEG frame or a stray file whose
 /// header claims 60000x60000 pixels must be refused from its header, not allocated (that was
@@ -45,11 +47,23 @@ pub struct Config {
     pub spool: SpoolConfig,
     pub log: LogConfig,
     pub viewer: ViewerConfig,
+    /// The examination context's lifetime and its directory (resolved: beside the spool unless
+    /// `context.dir` is set).
+    pub context: ContextSettings,
+    pub dicom: DicomConfig,
     /// The screen shows an assessment's sharpest frame: only where frames leave the daemon
     /// anyway (`mqtt.publish_frames`) and there are assessments (not in continuous mode).
     pub screen_previews: bool,
     /// Old key names that were read (logged at start, printed by `lesiond check`).
     pub moved_keys: Vec<MovedKey>,
+}
+
+/// `[context]`, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContextSettings {
+    pub dir: PathBuf,
+    /// Zero: no timeout.
+    pub idle_timeout: std::time::Duration,
 }
 
 /// The frame source: which one, its settings, and what a frame may cost to decode.
@@ -140,7 +154,7 @@ impl Config {
             }
             invalid
         })?;
-        let FileConfig { station, source, preprocess, model, pipeline, checks, examination, mut mqtt, spool, log, viewer } = written;
+        let FileConfig { station, source, preprocess, model, pipeline, checks, examination, mut mqtt, spool, log, viewer, context, dicom } = written;
         if mqtt.client_id.is_empty() {
             mqtt.client_id = format!("lesiond-{}", station.id);
         }
@@ -148,7 +162,11 @@ impl Config {
         let SourceConfig { kind, camera, directory, synthetic, max_frame_pixels, max_frame_bytes } = source;
         let source = SourceSettings { kind, camera, directory, synthetic, limits: DecodeLimits { max_pixels: max_frame_pixels, max_bytes: max_frame_bytes } };
         let screen_previews = screen_previews(&mqtt, &examination);
-        Ok(Config { station, source, preprocess, model, pipeline, checks, examination, mqtt, spool, log, viewer, screen_previews, moved_keys })
+        let context = ContextSettings {
+            dir: context.dir.unwrap_or_else(|| spool.dir.parent().unwrap_or(std::path::Path::new(".")).join("context")),
+            idle_timeout: std::time::Duration::from_secs(context.idle_timeout_secs),
+        };
+        Ok(Config { station, source, preprocess, model, pipeline, checks, examination, mqtt, spool, log, viewer, context, dicom, screen_previews, moved_keys })
     }
 
     /// What a reload to `new` applies: `new`'s reloadable part (what the pipeline is built
@@ -165,6 +183,8 @@ impl Config {
             ("[spool]", new.spool != self.spool),
             ("[log]", new.log != self.log),
             ("[viewer]", new.viewer != self.viewer),
+            ("[context]", new.context != self.context),
+            ("[dicom]", new.dicom != self.dicom),
         ] {
             if changed {
                 ignored.push(section);

@@ -150,6 +150,7 @@ pub(super) fn validate(c: &FileConfig) -> Result<(), Invalid> {
         }
         viewer_limits(viewer)?;
     }
+    dicom(&c.dicom)?;
     let syn = &c.source.synthetic;
     if !syn.fps.is_finite() || syn.fps <= 0.0 {
         return Err(Invalid::at("source.synthetic.fps", format!("source.synthetic.fps = {}: must be positive", syn.fps)));
@@ -160,6 +161,52 @@ pub(super) fn validate(c: &FileConfig) -> Result<(), Invalid> {
     Ok(())
 }
 
+
+/// An AE title: 1..16 characters of the DICOM default repertoire, no backslash or control
+/// characters, not only spaces.
+fn ae_title(key: &str, ae: &str) -> Result<(), Invalid> {
+    let ok = !ae.trim().is_empty() && ae.len() <= 16 && ae.chars().all(|c| c.is_ascii() && !c.is_ascii_control() && c != '\\');
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::at(key, format!("{key} = {ae:?}: an AE title is 1 to 16 ASCII characters, no backslash")))
+    }
+}
+
+/// `[dicom]`: checked when enabled (an unused section may stay half filled in).
+fn dicom(d: &super::DicomConfig) -> Result<(), Invalid> {
+    if !d.enabled {
+        return Ok(());
+    }
+    ae_title("dicom.ae_title", &d.ae_title)?;
+    ae_title("dicom.peer_ae_title", &d.peer_ae_title)?;
+    if d.host.trim().is_empty() {
+        return Err(Invalid::at("dicom.host", "dicom.host is empty: name the archive's host"));
+    }
+    if d.port == 0 {
+        return Err(Invalid::at("dicom.port", "dicom.port must be 1..65535"));
+    }
+    if !(1..=600).contains(&d.timeout_secs) {
+        return Err(Invalid::at("dicom.timeout_secs", format!("dicom.timeout_secs = {}: use 1..600", d.timeout_secs)));
+    }
+    if !(1..=86400).contains(&d.retry_max_secs) {
+        return Err(Invalid::at("dicom.retry_max_secs", format!("dicom.retry_max_secs = {}: use 1..86400", d.retry_max_secs)));
+    }
+    for (key, tls) in [("dicom.tls", d.tls.as_ref()), ("dicom.worklist.tls", d.worklist.as_ref().and_then(|w| w.tls.as_ref()))] {
+        if let Some(tls) = tls {
+            if tls.client_cert.is_some() != tls.client_key.is_some() {
+                return Err(Invalid::at(format!("{key}.client_cert"), format!("{key}.client_cert and {key}.client_key go together")));
+            }
+        }
+    }
+    if let Some(w) = &d.worklist {
+        ae_title("dicom.worklist.peer_ae_title", &w.peer_ae_title)?;
+        if w.host.trim().is_empty() || w.port == 0 {
+            return Err(Invalid::at("dicom.worklist.host", "dicom.worklist.host and port must name the worklist provider"));
+        }
+    }
+    Ok(())
+}
 
 /// The connection caps, timeouts and login limit: each must leave the screen usable.
 fn viewer_limits(v: &ViewerConfig) -> Result<(), Invalid> {

@@ -186,6 +186,7 @@ pub fn payload<'a>(
         agreement,
         quality,
         frames,
+        context: None,
         disclaimer: DISCLAIMER,
     }
 }

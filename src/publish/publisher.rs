@@ -25,6 +25,7 @@ use super::incoming::{CommandGate, Verdict};
 use super::outbox::{Dropped, Message, MessageKind, Outbox};
 use super::{Topics, STATUS_OFFLINE, STATUS_ONLINE};
 use crate::commands::{self, CommandName, Control};
+use crate::report::context::ContextChange;
 use crate::config::MqttConfig;
 use crate::report::reply::Reply;
 use crate::report::status::StatusPayload;
@@ -57,6 +58,9 @@ pub enum Mode {
 #[derive(Debug)]
 pub enum DaemonRequest {
     Reload { request_id: Option<String> },
+    /// Set or clear the examination context (the daemon owns the context store, and a
+    /// worklist lookup must not hold up the publisher).
+    Context { request_id: Option<String>, change: ContextChange },
 }
 
 /// A reply the daemon passes back for publishing.
@@ -64,7 +68,8 @@ pub enum DaemonRequest {
 pub struct CommandReply {
     pub name: CommandName,
     pub request_id: Option<String>,
-    pub result: Result<(), String>,
+    /// What the command did (a `context`'s id), or why it failed.
+    pub result: Result<Option<serde_json::Value>, String>,
 }
 
 pub struct PublisherHandle {
@@ -309,6 +314,12 @@ impl Publisher {
                     self.reply::<()>("reload", command.request_id, Err(format!("daemon busy: {e}")));
                 }
             }
+            CommandName::Context => {
+                let Some(change) = command.context else { return };
+                if let Err(e) = self.requests.try_send(DaemonRequest::Context { request_id: command.request_id.clone(), change }) {
+                    self.reply::<()>("context", command.request_id, Err(format!("daemon busy: {e}")));
+                }
+            }
         }
     }
 
@@ -493,8 +504,7 @@ impl Publisher {
                     }
                 }
                 Some(r) = replies.recv(), if self.is_connected() => {
-                    let name = format!("{:?}", r.name).to_lowercase();
-                    self.reply::<()>(&name, r.request_id, r.result.map(|()| None));
+                    self.reply(r.name.as_str(), r.request_id, r.result);
                 }
                 _ = stats_tick.tick(), if stats_every.is_some() && self.is_connected() => {
                     match serde_json::to_vec(&self.state()) {

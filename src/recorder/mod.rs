@@ -31,6 +31,7 @@ use crate::report::assessment::AssessmentPayload;
 use crate::report::classification::ClassificationPayload;
 use crate::report::state::StatePayload;
 use crate::report::thumbnail::Thumbnail;
+use crate::context::ContextStore;
 use crate::spool::{EntryKind, Spool};
 use crate::stats::Stats;
 
@@ -39,8 +40,10 @@ pub enum Outcome<'a> {
     /// A frame's classification (continuous mode, or `examination.publish_frame_results`),
     /// with its thumbnail when `mqtt.publish_frames` made one.
     Classification { message: ClassificationPayload<'a>, thumbnail: Option<Vec<u8>> },
-    /// An examination's assessment, with the JPEG of its sharpest frame when one was kept.
-    Assessment { message: AssessmentPayload<'a>, frame_jpeg: Option<&'a [u8]> },
+    /// An examination's assessment, with its judged frame (the sharpest it used) as the camera
+    /// delivered it, spooled with it for the archive; and the screen's small preview of that
+    /// frame when `mqtt.publish_frames` made one.
+    Assessment { message: AssessmentPayload<'a>, image: Option<&'a [u8]>, preview: Option<&'a [u8]> },
     /// The station's state changed.
     State(StatePayload<'a>),
     /// No station state (continuous mode): clears a state a previous examination mode left.
@@ -56,6 +59,10 @@ pub struct Recorder {
     /// The newest serialized state (`Some(empty)`: none; the publisher clears the retained one).
     pub states: watch::Sender<Option<Vec<u8>>>,
     pub assessments: Arc<AssessmentFeed>,
+    /// The examination context in force: every assessment carries it.
+    pub contexts: Arc<ContextStore>,
+    /// `viewer.show_patient`: the screen shows the patient's identity with the lesion.
+    pub show_patient: bool,
 }
 
 impl Recorder {
@@ -64,7 +71,7 @@ impl Recorder {
     pub fn record(&self, outcome: Outcome<'_>, wait: &dyn Fn(Duration) -> bool) {
         match outcome {
             Outcome::Classification { message, thumbnail } => self.classification(message, thumbnail, wait),
-            Outcome::Assessment { message, frame_jpeg } => self.assessment(message, frame_jpeg, wait),
+            Outcome::Assessment { message, image, preview } => self.assessment(message, image, preview, wait),
             Outcome::State(state) => match serde_json::to_vec(&state) {
                 Ok(json) => {
                     tracing::debug!(state = state.state.state.as_str(), check = ?state.state.check.map(|c| c.as_str()), "station state");
@@ -88,7 +95,7 @@ impl Recorder {
         };
         // Into the spool before anything else: from here the result survives a dead broker, a
         // restart and a power cut; it leaves once every destination has acknowledged it.
-        if let Err(e) = self.spool.append_waiting(EntryKind::Classification, &json, wait) {
+        if let Err(e) = self.spool.append_waiting(EntryKind::Classification, &json, None, wait) {
             Stats::inc(&self.stats.spool_failed);
             tracing::error!(seq = message.seq, "result lost: {e}");
             return;
@@ -112,7 +119,30 @@ impl Recorder {
         }
     }
 
-    fn assessment(&self, message: AssessmentPayload<'_>, frame_jpeg: Option<&[u8]>, wait: &dyn Fn(Duration) -> bool) {
+    /// The assessment as the screen gets it: its context cut down to what the screen may show
+    /// (the lesion and the body site; the patient only with `viewer.show_patient`).
+    fn for_screen(&self, message: &AssessmentPayload<'_>, json: &[u8]) -> Vec<u8> {
+        let Some(context) = &message.context else { return json.to_vec() };
+        let screen = serde_json::to_value(message).and_then(|mut v| {
+            v["context"] = serde_json::to_value(context.for_screen(self.show_patient))?;
+            serde_json::to_vec(&v)
+        });
+        match screen {
+            Ok(screen) => screen,
+            Err(e) => {
+                tracing::error!("cannot serialize an assessment for the screen: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    fn assessment(&self, mut message: AssessmentPayload<'_>, image: Option<&[u8]>, preview: Option<&[u8]>, wait: &dyn Fn(Duration) -> bool) {
+        // The context in force when the assessment is made is the one it is filed under; using
+        // it keeps it alive (`context.idle_timeout_secs` counts from the last assessment).
+        message.context = self.contexts.current();
+        if message.context.is_some() {
+            self.contexts.used();
+        }
         let json = match serde_json::to_vec(&message) {
             Ok(json) => json,
             Err(e) => {
@@ -123,11 +153,14 @@ impl Recorder {
         // The screen shows it even when the spool cannot keep it: the clinician is looking at
         // this lesion now, and the state names this assessment either way. Its preview first,
         // so that a page that hears of the assessment finds the image.
-        if let Some(jpeg) = frame_jpeg {
+        if let Some(jpeg) = preview {
             self.assessments.publish_preview(message.assessment_id, jpeg);
         }
-        self.assessments.publish(&json);
-        if let Err(e) = self.spool.append_waiting(EntryKind::Assessment, &json, wait) {
+        let screen = self.for_screen(&message, &json);
+        if !screen.is_empty() {
+            self.assessments.publish(&screen);
+        }
+        if let Err(e) = self.spool.append_waiting(EntryKind::Assessment, &json, image, wait) {
             Stats::inc(&self.stats.spool_failed);
             tracing::error!(assessment_id = %message.assessment_id, "assessment lost: {e}");
             return;

@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::context::ExaminationContext;
 use super::{ClassResult, ModelRef};
 use crate::config::ExaminationMode;
 use crate::frame::FrameOrigin;
 use crate::referral::Referral;
 
-pub const SCHEMA_VERSION: u32 = 4;
+/// 5: `context` (issue 26).
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// What started an examination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -101,6 +103,9 @@ pub struct AssessmentPayload<'a> {
     pub quality: Quality,
     /// The frames used, in capture order.
     pub frames: Vec<FrameEntry<'a>>,
+    /// Whose lesion, which visit, where on the body (`report::context`); `null` when no
+    /// context was set. Filled in by the recorder, which holds the context in force.
+    pub context: Option<ExaminationContext>,
     pub disclaimer: &'static str,
 }
 

@@ -12,6 +12,7 @@
 
 pub mod assessment;
 pub mod classification;
+pub mod context;
 pub mod reply;
 pub mod state;
 pub mod status;

@@ -180,8 +180,13 @@ impl FrameSource for CameraSource {
             self.backoff.frame_read();
             let captured_at = SystemTime::now();
             let res = buffer.resolution();
+            let mut jpeg = None;
             let decoded = match buffer.source_frame_format() {
-                FrameFormat::MJPEG => decode::decode_jpeg_within(buffer.buffer(), &self.limits),
+                FrameFormat::MJPEG => {
+                    // Kept as delivered: an assessment files its judged frame as is.
+                    jpeg = Some(std::sync::Arc::from(buffer.buffer()));
+                    decode::decode_jpeg_within(buffer.buffer(), &self.limits)
+                }
                 FrameFormat::YUYV => decode::yuyv_to_rgb_within(buffer.buffer(), res.width(), res.height(), &self.limits),
                 other => {
                     return Some(SourceEvent::Skipped {
@@ -198,6 +203,7 @@ impl FrameSource for CameraSource {
                     captured_at,
                     origin: FrameOrigin { kind: "camera", name: self.config.device.clone() },
                     image,
+                    jpeg,
                     decode_time: started.elapsed(),
                 }),
                 // Short of memory while decoding: not a corrupt frame. The camera's next frame

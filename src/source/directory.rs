@@ -81,7 +81,8 @@ enum ReadFailure {
 
 /// Reads (bounded: a file above the size limit, a FIFO or a device is not read) and decodes one
 /// file.
-fn read_and_decode(path: &Path, limits: &DecodeLimits) -> Result<image::RgbImage, ReadFailure> {
+/// A JPEG file's bytes come back with the image: an assessment files its judged frame as is.
+fn read_and_decode(path: &Path, limits: &DecodeLimits) -> Result<(image::RgbImage, Option<std::sync::Arc<[u8]>>), ReadFailure> {
     let bytes = crate::fsread::read(path, "image", limits.max_bytes).map_err(|e| {
         if e.is_resource() {
             ReadFailure::Resource(e.reason())
@@ -96,13 +97,15 @@ fn read_and_decode(path: &Path, limits: &DecodeLimits) -> Result<image::RgbImage
             ReadFailure::Skip { reason: e.reason(), too_large: false }
         }
     })?;
-    decode::decode_image_within(&bytes, limits).map_err(|e| {
+    let image = decode::decode_image_within(&bytes, limits).map_err(|e| {
         if e.is_resource() {
             ReadFailure::Resource(e.to_string())
         } else {
             ReadFailure::Skip { reason: e.to_string(), too_large: e.is_too_large() }
         }
-    })
+    })?;
+    let jpeg = bytes.starts_with(&[0xFF, 0xD8, 0xFF]).then(|| std::sync::Arc::from(bytes));
+    Ok((image, jpeg))
 }
 
 impl FrameSource for DirectorySource {
@@ -149,7 +152,7 @@ impl FrameSource for DirectorySource {
                 }
                 SourceEvent::ResourceShortage { name: path.display().to_string(), reason }
             }
-            Ok(image) => {
+            Ok((image, jpeg)) => {
                 self.shortage_wait = FIRST_SHORTAGE_WAIT;
                 self.seq += 1;
                 SourceEvent::Frame(Frame {
@@ -157,6 +160,7 @@ impl FrameSource for DirectorySource {
                     captured_at,
                     origin: FrameOrigin { kind: "directory", name },
                     image,
+                    jpeg,
                     decode_time: started.elapsed(),
                 })
             }

@@ -47,6 +47,7 @@ impl FrameSource for SyntheticSource {
             captured_at: SystemTime::now(),
             origin: FrameOrigin { kind: "synthetic", name: format!("synthetic-{}", self.seq) },
             image,
+            jpeg: None,
             decode_time: started.elapsed(),
         }))
     }

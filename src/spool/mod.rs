@@ -5,8 +5,9 @@
 //! simply stays, and is sent in order once it is back, after a daemon restart too.
 //!
 //! One file per result, `<number>.entry`: a header line with the entry's kind (classification
-//! or assessment), the payload's length and its SHA-256, then the payload (the recorder's
-//! bytes; the spool never looks inside them). With more than one destination, each one's
+//! or assessment), the payload's length and its SHA-256 (and, for an assessment with its judged
+//! frame, the image's length and SHA-256), then the payload (the recorder's bytes; the spool
+//! never looks inside them) and the image. With more than one destination, each one's
 //! acknowledgements of entries others still wait for are appended to `<destination>.acked`
 //! (one entry number a line), read back and compacted at start. It is written
 //! to a temporary name, flushed and renamed, so a power cut leaves either the whole entry or
@@ -55,9 +56,9 @@ const REJECTED_DIR: &str = "rejected";
 const REJECTED_KEEP: u64 = 1000;
 /// The first bytes of every entry.
 const MAGIC: &str = "LESIOND-SPOOL 1";
-/// A result is a few KiB; an assessment a few tens. Far above, and bounded so that reading an
-/// entry back is bounded too.
-pub const MAX_ENTRY_BYTES: u64 = 4 * 1024 * 1024;
+/// A result is a few KiB; an assessment a few tens, plus its judged frame (a camera's JPEG:
+/// up to a few MiB at 4K). Far above, and bounded so that reading an entry back is bounded too.
+pub const MAX_ENTRY_BYTES: u64 = 16 * 1024 * 1024;
 /// How long a write that fails for want of descriptors, memory or disk space is retried before
 /// the result is given up (and counted as lost). Long enough to outlast a flood that holds every
 /// descriptor for a minute (the inference thread waits, frames are dropped and counted
@@ -201,6 +202,8 @@ pub struct SpooledResult {
     pub number: u64,
     pub kind: EntryKind,
     pub json: Vec<u8>,
+    /// The image kept with it (an assessment's judged frame, as the camera delivered it).
+    pub image: Option<Vec<u8>>,
 }
 
 /// Why an entry could not be read back.
@@ -272,7 +275,8 @@ impl Spool {
             }
             if let Some(number) = number_of(&name, ENTRY_EXT) {
                 match read_entry(&path) {
-                    Ok((kind, json)) => {
+                    Ok((kind, json, image)) => {
+                        let size = (json.len() + image.map_or(0, |i| i.len())) as u64;
                         make_private_file(&path);
                         let created = fs::symlink_metadata(&path).and_then(|m| m.modified()).unwrap_or_else(|_| SystemTime::now());
                         state.next_number = state.next_number.max(number + 1);
@@ -283,8 +287,8 @@ impl Spool {
                             let _ = fs::remove_file(&path);
                             continue;
                         }
-                        state.total_bytes += json.len() as u64;
-                        state.entries.insert(number, Entry { bytes: json.len() as u64, created, pending });
+                        state.total_bytes += size;
+                        state.entries.insert(number, Entry { bytes: size, created, pending });
                     }
                     Err(ReadFailure::Gone) => {}
                     Err(ReadFailure::Resource(e)) => return Err(SpoolError::Dir { path: path.clone(), source: std::io::Error::other(e) }),
@@ -314,7 +318,7 @@ impl Spool {
             let parsed = fsread::read_no_follow(&path, "spool entry", MAX_ENTRY_BYTES).ok().and_then(|json| legacy_kind(&json).map(|kind| (kind, json)));
             match parsed {
                 Some((kind, json)) if !state.entries.contains_key(&number) && wanted_by(kind) != 0 => {
-                    spool.write_entry(number, &encode(kind, &json)).map_err(|source| SpoolError::Write { path: spool.path(number), source })?;
+                    spool.write_entry(number, &encode(kind, &json, None)).map_err(|source| SpoolError::Write { path: spool.path(number), source })?;
                     let _ = fs::remove_file(&path);
                     let created = SystemTime::now();
                     state.total_bytes += json.len() as u64;
@@ -367,7 +371,7 @@ impl Spool {
     /// descriptors, memory or disk space is retried (plain sleeps between tries; see
     /// [`Spool::append_waiting`]).
     pub fn append(&self, kind: EntryKind, bytes: &[u8]) -> Result<u64, SpoolError> {
-        self.append_waiting(kind, bytes, &|d| {
+        self.append_waiting(kind, bytes, None, &|d| {
             std::thread::sleep(d);
             true
         })
@@ -382,8 +386,8 @@ impl Spool {
     /// and renamed without it, so a slow SD card (hundreds of ms per fsync) never blocks the
     /// publisher, which reads and removes entries concurrently. Only the inference thread
     /// appends.
-    pub fn append_waiting(&self, kind: EntryKind, json: &[u8], wait: &dyn Fn(Duration) -> bool) -> Result<u64, SpoolError> {
-        let size = json.len() as u64;
+    pub fn append_waiting(&self, kind: EntryKind, json: &[u8], image: Option<&[u8]>, wait: &dyn Fn(Duration) -> bool) -> Result<u64, SpoolError> {
+        let size = (json.len() + image.map_or(0, <[u8]>::len)) as u64;
         if size > MAX_ENTRY_BYTES {
             return Err(SpoolError::EntryTooLarge { size, max: MAX_ENTRY_BYTES });
         }
@@ -408,7 +412,7 @@ impl Spool {
             (number, evicted)
         };
         unlink_all(evicted);
-        let bytes = encode(kind, json);
+        let bytes = encode(kind, json, image);
         let started = Instant::now();
         let mut delay = FIRST_RETRY;
         let written = loop {
@@ -616,7 +620,7 @@ impl Spool {
                 next?
             };
             match read_entry(&self.path(number)) {
-                Ok((kind, json)) => return Some(SpooledResult { number, kind, json }),
+                Ok((kind, json, image)) => return Some(SpooledResult { number, kind, json, image }),
                 Err(ReadFailure::Resource(e)) => {
                     self.lock().retried += 1;
                     tracing::warn!(entry = number, "cannot read a spool entry: {e}; it stays, retrying");
@@ -748,7 +752,10 @@ impl Spool {
 /// if missing; refused if it is a symbolic link, not a directory, owned by another user, or
 /// writable by group or others; made 0700 if others may only read it (the previous version
 /// made it 0755).
-fn prepare_private_dir(dir: &Path, create_parents: bool) -> Result<(), SpoolError> {
+/// Makes sure `dir` is a private directory of this user's (created 0700 if missing; refused
+/// when it is a link, someone else's, or writable by others): used for every directory that
+/// holds patient data.
+pub fn prepare_private_dir(dir: &Path, create_parents: bool) -> Result<(), SpoolError> {
     let unsafe_dir = |reason: String| SpoolError::Unsafe { path: dir.to_path_buf(), reason };
     let dir_err = |source| SpoolError::Dir { path: dir.to_path_buf(), source };
     match fs::symlink_metadata(dir) {
@@ -789,7 +796,7 @@ fn prepare_private_dir(dir: &Path, create_parents: bool) -> Result<(), SpoolErro
     }
     if mode != 0o700 {
         handle.set_permissions(fs::Permissions::from_mode(0o700)).map_err(dir_err)?;
-        tracing::warn!(dir = %dir.display(), "spool directory was mode {mode:04o}; made it 0700 (results are private)");
+        tracing::warn!(dir = %dir.display(), "directory was mode {mode:04o}; made it 0700 (it holds results and patient data)");
     }
     Ok(())
 }
@@ -872,47 +879,93 @@ fn checksum(kind: EntryKind, json: &[u8]) -> String {
 }
 
 /// `LESIOND-SPOOL 1 <kind> <length> <sha256>\n<payload>`.
-fn encode(kind: EntryKind, json: &[u8]) -> Vec<u8> {
-    let header = format!("{MAGIC} {} {} {}\n", kind.tag(), json.len(), checksum(kind, json));
-    let mut bytes = Vec::with_capacity(header.len() + json.len());
+/// With an image: `... <sha256> image <length> <sha256>\n<payload><image>`.
+fn encode(kind: EntryKind, json: &[u8], image: Option<&[u8]>) -> Vec<u8> {
+    let mut header = format!("{MAGIC} {} {} {}", kind.tag(), json.len(), checksum(kind, json));
+    if let Some(image) = image {
+        header.push_str(&format!(" {IMAGE_TAG} {} {}", image.len(), image_checksum(image)));
+    }
+    header.push('\n');
+    let mut bytes = Vec::with_capacity(header.len() + json.len() + image.map_or(0, <[u8]>::len));
     bytes.extend_from_slice(header.as_bytes());
     bytes.extend_from_slice(json);
+    if let Some(image) = image {
+        bytes.extend_from_slice(image);
+    }
     bytes
 }
 
-/// Checks an entry's header, length and checksum and that its payload is the result its
-/// header says; returns the payload and its kind.
-fn decode(bytes: &[u8]) -> Result<(EntryKind, &[u8]), String> {
-    let newline = bytes.iter().take(160).position(|&b| b == b'\n').ok_or("no spool header (a file the daemon did not write)")?;
+/// Marks an entry's attached image in its header.
+const IMAGE_TAG: &str = "image";
+
+fn image_checksum(image: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(IMAGE_TAG.as_bytes());
+    h.update(b"\n");
+    h.update(image);
+    hex::encode(h.finalize())
+}
+
+/// A checked entry: its kind, where its payload is, and where its image is (if it has one).
+struct Decoded {
+    kind: EntryKind,
+    payload: std::ops::Range<usize>,
+    image: Option<std::ops::Range<usize>>,
+}
+
+/// Checks an entry's header, lengths and checksums and that its payload is the result its
+/// header says.
+fn decode(bytes: &[u8]) -> Result<Decoded, String> {
+    let newline = bytes.iter().take(300).position(|&b| b == b'\n').ok_or("no spool header (a file the daemon did not write)")?;
     let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| "no spool header")?;
     let rest = header.strip_prefix(MAGIC).and_then(|r| r.strip_prefix(' ')).ok_or("no spool header (a file the daemon did not write)")?;
     let fields: Vec<&str> = rest.split(' ').collect();
-    let [tag, len, sum] = fields[..] else { return Err("malformed spool header".into()) };
+    let (tag, len, sum, image) = match fields[..] {
+        [tag, len, sum] => (tag, len, sum, None),
+        [tag, len, sum, IMAGE_TAG, image_len, image_sum] => (tag, len, sum, Some((image_len, image_sum))),
+        _ => return Err("malformed spool header".into()),
+    };
     let kind = EntryKind::from_tag(tag).ok_or("unknown entry kind")?;
     let len: usize = len.parse().map_err(|_| "malformed spool header")?;
-    let json = &bytes[newline + 1..];
-    if json.len() != len {
-        return Err(format!("truncated or extended: {} payload bytes, the header says {len}", json.len()));
+    let image_len: usize = match image {
+        Some((l, _)) => l.parse().map_err(|_| "malformed spool header")?,
+        None => 0,
+    };
+    let start = newline + 1;
+    let body = bytes.len() - start;
+    if body != len.saturating_add(image_len) {
+        return Err(format!("truncated or extended: {body} bytes after the header, the header says {}", len.saturating_add(image_len)));
     }
-    if checksum(kind, json) != sum {
+    let payload = start..start + len;
+    if checksum(kind, &bytes[payload.clone()]) != sum {
         return Err("checksum mismatch (damaged or altered)".into());
     }
-    Ok((kind, json))
+    let image = match image {
+        Some((_, image_sum)) => {
+            let range = payload.end..bytes.len();
+            if image_checksum(&bytes[range.clone()]) != image_sum {
+                return Err("image checksum mismatch (damaged or altered)".into());
+            }
+            Some(range)
+        }
+        None => None,
+    };
+    Ok(Decoded { kind, payload, image })
 }
 
-/// Reads and checks an entry's file (a link is refused, not followed).
-fn read_entry(path: &Path) -> Result<(EntryKind, Vec<u8>), ReadFailure> {
-    let mut bytes = match fsread::read_no_follow(path, "spool entry", MAX_ENTRY_BYTES + 200) {
+/// Reads and checks an entry's file (a link is refused, not followed): its kind, payload and
+/// image.
+fn read_entry(path: &Path) -> Result<(EntryKind, Vec<u8>, Option<Vec<u8>>), ReadFailure> {
+    let bytes = match fsread::read_no_follow(path, "spool entry", MAX_ENTRY_BYTES + 400) {
         Ok(b) => b,
         Err(e) if e.is_not_found() => return Err(ReadFailure::Gone),
         Err(e) if e.is_resource() => return Err(ReadFailure::Resource(e.to_string())),
         Err(e) => return Err(ReadFailure::Bad(e.reason())),
     };
-    let (kind, start) = match decode(&bytes) {
-        Ok((kind, json)) => (kind, bytes.len() - json.len()),
-        Err(why) => return Err(ReadFailure::Bad(why)),
-    };
-    Ok((kind, bytes.split_off(start)))
+    match decode(&bytes) {
+        Ok(d) => Ok((d.kind, bytes[d.payload].to_vec(), d.image.map(|r| bytes[r].to_vec()))),
+        Err(why) => Err(ReadFailure::Bad(why)),
+    }
 }
 
 /// Deletes an acknowledged or dropped entry's file.

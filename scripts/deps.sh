@@ -5,13 +5,17 @@
 #   unzip                         : scripts/tflite-c.sh unpacks the TF Lite C library (crate zip, wheel)
 #   mosquitto mosquitto-clients   : the MQTT broker and subscriber of the demo and the tests
 #   gcc libc6-dev                 : C code in the tree (ring, mozjpeg)
+#   orthanc dcmtk dicom3tools     : the imaging archive of the tests and the demo (Orthanc), DCMTK's
+#                                   worklist server and dump tools, dicom3tools' dciodvfy
+#                                   (the reference validator of what lesiond sends)
+#   openssl                       : certificates for the DICOM-over-TLS tests
 #   nasm (x86_64 only)            : libjpeg-turbo's SIMD JPEG decoder (mozjpeg-sys builds it only
 #                                   when nasm is there; without it decoding is ~1.4x slower, same pixels)
 lesiond_deps() {
   command -v cargo >/dev/null || { echo "lesiond: install Rust 1.95 (rustup) first: https://rustup.rs"; return 1; }
   local simd=()
   [ "$(uname -m)" = x86_64 ] && simd=(nasm)
-  install_missing libclang-dev clang pkg-config unzip mosquitto mosquitto-clients gcc libc6-dev "${simd[@]}" || return 1
+  install_missing libclang-dev clang pkg-config unzip mosquitto mosquitto-clients gcc libc6-dev orthanc dcmtk dicom3tools openssl "${simd[@]}" || return 1
   # The host's TF Lite C headers and library, where .cargo/config.toml tells tflitec to look.
   source "$(dirname "${BASH_SOURCE[0]}")/tflite-c.sh"
   tflite_c_prepare

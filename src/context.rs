@@ -44,6 +44,9 @@ pub struct ContextStore {
     /// Zero: no timeout.
     idle: Duration,
     kept: Mutex<Option<Kept>>,
+    /// The context in force, for the station screen (which shows the lesion and the body site,
+    /// or that no patient is selected).
+    changes: tokio::sync::watch::Sender<Option<ExaminationContext>>,
 }
 
 fn epoch_secs(t: SystemTime) -> u64 {
@@ -72,7 +75,8 @@ impl ContextStore {
                 None
             }
         };
-        let store = ContextStore { path, idle, kept: Mutex::new(kept) };
+        let (changes, _) = tokio::sync::watch::channel(kept.as_ref().map(|k: &Kept| k.context.clone()));
+        let store = ContextStore { path, idle, kept: Mutex::new(kept), changes };
         // Expired while the daemon was down: gone now, file too.
         let _ = store.current_at(SystemTime::now());
         Ok(store)
@@ -93,6 +97,7 @@ impl ContextStore {
         if expired {
             *kept = None;
             drop(kept);
+            self.changes.send_replace(None);
             tracing::info!("examination context ended: idle for context.idle_timeout_secs ({} s)", self.idle.as_secs());
             self.remove_file();
             return None;
@@ -104,13 +109,23 @@ impl ContextStore {
     pub fn set(&self, context: ExaminationContext) -> Result<(), ContextStoreError> {
         let kept = Kept { context, last_used: epoch_secs(SystemTime::now()) };
         self.write(&kept)?;
+        self.changes.send_replace(Some(kept.context.clone()));
         *self.lock() = Some(kept);
         Ok(())
     }
 
     pub fn clear(&self) {
         *self.lock() = None;
+        self.changes.send_replace(None);
         self.remove_file();
+    }
+
+    /// Follows the context in force (set, cleared, ended by its idle time once [`current`]
+    /// notices: the daemon looks every second).
+    ///
+    /// [`current`]: ContextStore::current
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Option<ExaminationContext>> {
+        self.changes.subscribe()
     }
 
     /// An assessment was made under the context: its idle time starts again. Best effort on

@@ -155,7 +155,7 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
     };
     let assessments = Arc::new(AssessmentFeed::default());
     let (about_tx, about_rx) = tokio::sync::watch::channel(None);
-    let feeds = Feeds { states: states_rx.clone(), assessments: assessments.clone(), about: about_rx };
+    let feeds = Feeds { states: states_rx.clone(), assessments: assessments.clone(), about: about_rx, context: contexts.subscribe(), show_patient: config.viewer.show_patient };
     // Task: the publisher (tokio). Threads: capture and inference (std), started by the pipeline.
     let mut publisher = publish::start(&config.mqtt, &config.station.id, shared, frames_rx, requests_tx)?;
     // Task: the imaging archive ([dicom]), reading the spool through its own cursor.
@@ -255,6 +255,8 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
                 break Ending { end: PipelineEnd::Failed(cause), stalled: false, publisher_gone: true };
             }
             _ = supervise_tick.tick() => {
+                // Ends a context idle past context.idle_timeout_secs, for the screen too.
+                let _ = wiring.contexts.current();
                 if pipeline.is_idle() {
                     break Ending { end: PipelineEnd::Failed("no pipeline is running after a failed reload".into()), stalled: false, publisher_gone: false };
                 }

@@ -1,5 +1,5 @@
 //! The page's Server-Sent Events stream: what the station is on connect (about, the recent
-//! assessments, the current state), then every change as it happens. Each event's data is the
+//! assessments, the current state, the examination context), then every change as it happens. Each event's data is the
 //! JSON the daemon already made (the `state` and `assessment` payloads of docs/mqtt.md), so the
 //! screen shows exactly what MQTT subscribers get.
 
@@ -13,6 +13,7 @@ use futures::Stream;
 use tokio::sync::{broadcast, watch};
 
 use super::feed::{About, Feeds};
+use crate::report::context::ExaminationContext;
 
 /// How soon a browser retries after the stream drops (a daemon restart): EventSource
 /// reconnects by itself; the page shows "reconnecting" meanwhile.
@@ -20,6 +21,8 @@ const RETRY: Duration = Duration::from_secs(2);
 
 struct Cursor {
     states: watch::Receiver<Option<Vec<u8>>>,
+    context: watch::Receiver<Option<ExaminationContext>>,
+    show_patient: bool,
     about: watch::Receiver<Option<About>>,
     live: broadcast::Receiver<Arc<[u8]>>,
     pending: VecDeque<Event>,
@@ -37,6 +40,13 @@ fn json_event(kind: &str, json: &[u8]) -> Option<Event> {
     Some(Event::default().event(kind).data(text))
 }
 
+/// A context event: what the screen may show of the context in force (`null`: no patient
+/// selected).
+fn context_event(context: Option<&ExaminationContext>, show_patient: bool) -> Option<Event> {
+    let json = serde_json::to_vec(&context.map(|c| c.for_screen(show_patient))).ok()?;
+    json_event("context", &json)
+}
+
 fn about_event(about: &About) -> Option<Event> {
     serde_json::to_vec(about).ok().and_then(|json| json_event("about", &json))
 }
@@ -47,12 +57,15 @@ pub fn stream(feeds: &Feeds) -> impl Stream<Item = Result<Event, Infallible>> + 
     let live = feeds.assessments.subscribe();
     let mut states = feeds.states.clone();
     let mut about = feeds.about.clone();
+    let mut context = feeds.context.clone();
+    let show_patient = feeds.show_patient;
     let mut pending = VecDeque::new();
     pending.push_back(Event::default().retry(RETRY).comment("lesiond station screen"));
     pending.extend(about.borrow_and_update().as_ref().and_then(about_event));
     pending.extend(feeds.assessments.recent().iter().filter_map(|a| json_event("assessment", a)));
     pending.extend(states.borrow_and_update().as_deref().and_then(state_event));
-    let cursor = Cursor { states, about, live, pending };
+    pending.extend(context_event(context.borrow_and_update().as_ref(), show_patient));
+    let cursor = Cursor { states, context, show_patient, about, live, pending };
     futures::stream::unfold(cursor, |mut c| async move {
         loop {
             if let Some(event) = c.pending.pop_front() {
@@ -63,6 +76,11 @@ pub fn stream(feeds: &Feeds) -> impl Stream<Item = Result<Event, Infallible>> + 
                     // The sender lives as long as the daemon runs: gone means shutting down.
                     changed.ok()?;
                     let event = c.states.borrow_and_update().as_deref().and_then(state_event);
+                    c.pending.extend(event);
+                }
+                changed = c.context.changed() => {
+                    changed.ok()?;
+                    let event = context_event(c.context.borrow_and_update().as_ref(), c.show_patient);
                     c.pending.extend(event);
                 }
                 changed = c.about.changed() => {

@@ -1,12 +1,14 @@
 //! What the viewer shows, as the daemon already has it: the state (the same watch channel the
 //! publisher reads), the assessments (handed over by the inference thread as it spools them)
-//! and what runs (station and model). Nothing here is computed for the screen.
+//! what runs (station and model) and the examination context in force. Nothing here is
+//! computed for the screen.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use crate::recorder::AssessmentFeed;
+use crate::report::context::ExaminationContext;
 
 /// What runs: the station and its model, for the page's header. Set at every pipeline start,
 /// so a reload that changes the model changes the page.
@@ -34,6 +36,10 @@ pub struct Feeds {
     pub states: watch::Receiver<Option<Vec<u8>>>,
     pub assessments: Arc<AssessmentFeed>,
     pub about: watch::Receiver<Option<About>>,
+    /// The examination context in force; the screen shows the lesion and the body site, the
+    /// patient only with `viewer.show_patient`.
+    pub context: watch::Receiver<Option<ExaminationContext>>,
+    pub show_patient: bool,
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use base64::Engine as _;
 use crate::common::*;
 use lesiond::config::ViewerConfig;
 use lesiond::recorder::AssessmentFeed;
+use lesiond::report::context::ExaminationContext;
 use lesiond::viewer::{self, About, Feeds};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -20,6 +21,7 @@ struct Screen {
     states: tokio::sync::watch::Sender<Option<Vec<u8>>>,
     assessments: Arc<AssessmentFeed>,
     _about: tokio::sync::watch::Sender<Option<About>>,
+    context: tokio::sync::watch::Sender<Option<ExaminationContext>>,
     _dir: tempfile::TempDir,
 }
 
@@ -39,8 +41,9 @@ async fn screen_with(password: bool, adjust: impl FnOnce(&mut ViewerConfig)) -> 
     let (states, states_rx) = tokio::sync::watch::channel(Some(br#"{"state":"idle"}"#.to_vec()));
     let (about, about_rx) = tokio::sync::watch::channel(None);
     let assessments = Arc::new(AssessmentFeed::default());
-    bound.serve(Feeds { states: states_rx, assessments: assessments.clone(), about: about_rx });
-    Screen { addr, states, assessments, _about: about, _dir: dir }
+    let (context, context_rx) = tokio::sync::watch::channel(None);
+    bound.serve(Feeds { states: states_rx, assessments: assessments.clone(), about: about_rx, context: context_rx, show_patient: config.show_patient });
+    Screen { addr, states, assessments, _about: about, context, _dir: dir }
 }
 
 struct Answer {
@@ -415,4 +418,40 @@ fn the_daemon_serves_its_screen_behind_the_password_and_never_logs_it() {
     assert!(!log.contains(PASSWORD), "the password is in the log: {log}");
     assert!(log.lines().any(|l| l.contains("wrong password from 127.0.0.1") && l.contains("failures=1")), "the failed login is not logged: {log}");
     assert!(!log.contains("tried-this-guess"), "the guess is in the log: {log}");
+}
+
+fn a_context() -> ExaminationContext {
+    ExaminationContext {
+        context_id: "c-1".into(),
+        set_at: "2026-12-05T10:00:00Z".into(),
+        patient_id: "P-4711".into(),
+        patient_name: Some("Doe^Jane".into()),
+        birth_date: Some("19700131".into()),
+        sex: Some("F".into()),
+        accession_number: Some("ACC-1".into()),
+        study_instance_uid: None,
+        body_site: Some("left forearm".into()),
+        body_site_snomed: Some("14975008".into()),
+        lesion_id: Some("L1".into()),
+    }
+}
+
+#[tokio::test]
+async fn the_screen_gets_the_lesion_and_body_site_and_the_patient_only_when_allowed() {
+    for show_patient in [false, true] {
+        let s = screen_with(false, |c| c.show_patient = show_patient).await;
+        let addr = s.addr.clone();
+        let reader = tokio::spawn(async move { request(&addr, "GET", "/events", None, Duration::from_millis(1200)).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.context.send_replace(Some(a_context()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.context.send_replace(None);
+        let events = reader.await.expect("reader");
+        // No context on connect, then the one set, then none again: "no patient selected".
+        assert_eq!(events.body.matches("event: context\ndata: null\n").count(), 2, "{}", events.body);
+        assert!(events.body.contains(r#""lesion_id":"L1""#) && events.body.contains(r#""body_site":"left forearm""#), "{}", events.body);
+        assert_eq!(events.body.contains("P-4711"), show_patient, "patient id with show_patient = {show_patient}: {}", events.body);
+        assert_eq!(events.body.contains("Doe^Jane"), show_patient, "{}", events.body);
+        assert!(!events.body.contains("19700131") && !events.body.contains("ACC-1"), "the screen never needs these: {}", events.body);
+    }
 }

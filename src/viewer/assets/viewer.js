@@ -142,6 +142,11 @@ function topItem(t) {
 }
 
 function summary(a) {
+  const where = a.context ? [a.context.lesion_id, a.context.body_site].filter(Boolean).join(", ") : "";
+  return where ? `${where}: ${verdict(a)}` : verdict(a);
+}
+
+function verdict(a) {
   if (a.abstain) return `No answer: ${a.abstain.reasons.map((r) => ABSTAIN_WORDS[r] || r).join("; ")}`;
   const t = a.top[0];
   return t ? `${t.name} (${t.code}) ${pct(t.probability)}` : "No classes";
@@ -193,6 +198,18 @@ function addAssessment(a) {
   showLatest();
 }
 
+// The examination context in force, as the daemon lets the screen see it: the lesion and the
+// body site; the patient only with viewer.show_patient. `null`: none is set.
+function showContext(c) {
+  document.body.dataset.context = c ? "set" : "none";
+  const patient = c && (c.patient_name || c.patient_id)
+    ? [c.patient_name ? c.patient_name.split("^").filter(Boolean).join(", ") : null, c.patient_id ? `(${c.patient_id})` : null].filter(Boolean).join(" ")
+    : null;
+  $("context-patient").textContent = c ? (patient || "Patient selected") : "No patient selected";
+  const lesion = c ? [c.lesion_id ? `Lesion ${c.lesion_id}` : null, c.body_site].filter(Boolean).join(" · ") : "";
+  $("context-lesion").textContent = lesion ? `· ${lesion}` : "";
+}
+
 function connected(yes) {
   document.body.dataset.connection = yes ? "open" : "offline";
   $("offline").hidden = yes;
@@ -228,6 +245,7 @@ function connect() {
   on("about", showAbout);
   on("state", showState);
   on("assessment", addAssessment);
+  on("context", showContext);
 }
 
 connect();

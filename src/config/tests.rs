@@ -254,3 +254,41 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn dicom_is_checked_when_enabled_and_each_error_names_its_key() {
+    let on = [
+        ("LESIOND_DICOM__ENABLED", "true"),
+        ("LESIOND_DICOM__HOST", "127.0.0.1"),
+        ("LESIOND_DICOM__PEER_AE_TITLE", "ORTHANC"),
+    ];
+    let c = load(DEMO_TOML, &on).expect("a minimal archive");
+    assert_eq!((c.dicom.ae_title.as_str(), c.dicom.port, c.dicom.sop_class), ("LESIOND", 104, DicomSopClass::Dermoscopic));
+    assert!(!c.dicom.send_unassigned, "nothing unassigned lands in a patient archive by default");
+    assert!(load(DEMO_TOML, &[("LESIOND_DICOM__PEER_AE_TITLE", "")]).is_ok(), "a disabled section may stay half filled in");
+    for (key, value, named) in [
+        ("LESIOND_DICOM__PEER_AE_TITLE", "", "dicom.peer_ae_title"),
+        ("LESIOND_DICOM__AE_TITLE", "A_TITLE_OF_17_CHR", "dicom.ae_title"),
+        ("LESIOND_DICOM__AE_TITLE", "BACK\\SLASH", "dicom.ae_title"),
+        ("LESIOND_DICOM__HOST", " ", "dicom.host"),
+        ("LESIOND_DICOM__PORT", "0", "dicom.port"),
+        ("LESIOND_DICOM__TIMEOUT_SECS", "0", "dicom.timeout_secs"),
+    ] {
+        let mut env = on.to_vec();
+        env.retain(|(k, _)| *k != key);
+        env.push((key, value));
+        let err = load(DEMO_TOML, &env).expect_err(key).to_string();
+        assert!(err.contains(named), "{key}={value:?}: {err}");
+    }
+    let err = load(DEMO_TOML, &[on[0], on[1], on[2], ("LESIOND_DICOM__SOP_CLASS", "ct")]).expect_err("sop class").to_string();
+    assert!(err.contains("sop_class") || err.contains("dermoscopic"), "{err}");
+}
+
+#[test]
+fn the_context_lives_beside_the_spool_unless_told() {
+    let c = load(DEMO_TOML, &[("LESIOND_SPOOL__DIR", "/var/lib/lesiond/spool")]).expect("loads");
+    assert_eq!(c.context.dir, std::path::PathBuf::from("/var/lib/lesiond/context"));
+    assert_eq!(c.context.idle_timeout, std::time::Duration::from_secs(1800));
+    let c = load(DEMO_TOML, &[("LESIOND_CONTEXT__DIR", "/srv/ctx"), ("LESIOND_CONTEXT__IDLE_TIMEOUT_SECS", "0")]).expect("loads");
+    assert_eq!((c.context.dir.to_str(), c.context.idle_timeout.is_zero()), (Some("/srv/ctx"), true));
+}

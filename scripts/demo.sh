@@ -8,6 +8,11 @@
 # examination video at camera pace, in a loop, so the screen shows whole examinations: hold
 # steady, assessing, assessed. Without it the frames are synthetic (one classification each,
 # no examinations).
+#
+# With Debian's `orthanc` installed (an imaging archive; scripts/deps.sh installs it), the demo
+# also starts a local Orthanc, sets an examination context (a demo patient, body site and
+# lesion: the `context` command) and lets the station file every assessment there as a DICOM
+# image and report (docs/integration.md): see them at http://127.0.0.1:8042/app/explorer.html.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -44,6 +49,28 @@ else
   echo "lesiond demo: no HAM10000 data set at $data: synthetic frames, no examinations (set LESIOND_DATA for the video)"
 fi
 echo "lesiond demo: the station screen is at http://${LESIOND_VIEWER__LISTEN:-127.0.0.1:8080}/"
+
+orthanc=$(PATH="$PATH:/usr/sbin" command -v Orthanc || true)
+if [ -n "$orthanc" ] && ! (exec 3<>/dev/tcp/127.0.0.1/4242) 2>/dev/null; then
+  # A throwaway archive under target/: its seven keys, nothing else.
+  archive=target/demo-orthanc
+  mkdir -p "$archive/storage" "$archive/index"
+  cat > "$archive/orthanc.json" <<JSON
+{ "Name": "lesiond-demo", "DicomAet": "ORTHANC", "DicomPort": 4242, "HttpPort": 8042,
+  "StorageDirectory": "$PWD/$archive/storage", "IndexDirectory": "$PWD/$archive/index",
+  "AuthenticationEnabled": false, "UnknownSopClassAccepted": true, "RemoteAccessAllowed": false }
+JSON
+  "$orthanc" "$archive/orthanc.json" >"$archive/orthanc.log" 2>&1 &
+  pids+=($!)
+  export LESIOND_DICOM__ENABLED=true LESIOND_DICOM__HOST=127.0.0.1 LESIOND_DICOM__PORT=4242 \
+    LESIOND_DICOM__PEER_AE_TITLE=ORTHANC
+  # The clinic's software would set this when the patient is called in; here a demo patient,
+  # once the daemon is up (commands are not retained, so it must be listening).
+  (sleep 4; mosquitto_pub -h 127.0.0.1 -p 1883 -q 1 -t lesiond/demo/cmd/context -m \
+    '{"request_id":"demo","patient_id":"DEMO-0001","patient_name":"Demo^Patient","body_site":"left forearm","body_site_snomed":"14975008","lesion_id":"L1"}') &
+  pids+=($!)
+  echo "lesiond demo: filing assessments in a local Orthanc: http://127.0.0.1:8042/app/explorer.html"
+fi
 
 mosquitto_sub -h 127.0.0.1 -p 1883 -t 'lesiond/#' -v &
 pids+=($!)

@@ -44,6 +44,8 @@ pub struct BenchOptions {
     pub model: ModelConfig,
     pub mqtt_host: String,
     pub mqtt_port: u16,
+    /// `[dicom]` on, toward an archive at this port of the MQTT host.
+    pub dicom_port: Option<u16>,
     /// Frames per second of the paced run; 0 skips it.
     pub paced_fps: f64,
 }
@@ -228,7 +230,12 @@ level = "warn"
 # The daemon as shipped, screen included, on a free port (a demo may hold 8080).
 [viewer]
 listen = "127.0.0.1:0"
+{dicom}
 "#,
+        dicom = opts
+            .dicom_port
+            .map(|port| format!("[dicom]\nenabled = true\nhost = \"{}\"\nport = {port}\npeer_ae_title = \"ORTHANC\"", opts.mqtt_host))
+            .unwrap_or_default(),
         frames = dir.join("frames").display(),
         engine = format!("{:?}", m.engine).to_lowercase(),
         model = m.path.display(),

@@ -97,6 +97,11 @@ enum Command {
         paced_fps: f64,
         #[arg(long, default_value_t = 1883)]
         mqtt_port: u16,
+        /// Run the daemon with its imaging archive destination on (`[dicom]`) toward a DICOM
+        /// archive on the MQTT host at this port (called AE title ORTHANC): the frame path
+        /// with the archive's task and the kept frames.
+        #[arg(long)]
+        dicom_port: Option<u16>,
         /// Print JSON rows instead of the table.
         #[arg(long)]
         json: bool,
@@ -245,7 +250,7 @@ fn try_main(args: Args) -> Result<(), Failure> {
             // The checks have printed what is wrong, line by line.
             (checked && files_ok && archive_ok).then_some(()).ok_or_else(|| Failure::runtime(""))
         }
-        Command::Bench { images, frames, threads, model, labels, calibration, xnnpack, engine, paced_fps, mqtt_host, mqtt_port, json } => {
+        Command::Bench { images, frames, threads, model, labels, calibration, xnnpack, engine, paced_fps, mqtt_host, mqtt_port, dicom_port, json } => {
             let base = load_config(&ConfigOrigin::Embedded)?;
             logging::init(&lesiond::config::LogConfig { level: "warn".into(), ..base.log.clone() }, true);
             let overrides = ModelOverrides { model: model.as_deref(), labels: labels.as_deref(), calibration: calibration.as_deref(), threads: None, engine, xnnpack };
@@ -255,7 +260,7 @@ fn try_main(args: Args) -> Result<(), Failure> {
                     .unwrap_or_else(|| PathBuf::from("../shared/data/ham10000"))
                     .join("images")
             });
-            let opts = lesiond::bench::BenchOptions { images, frames, threads, model: overrides.apply(&base.model), mqtt_host, mqtt_port, paced_fps };
+            let opts = lesiond::bench::BenchOptions { images, frames, threads, model: overrides.apply(&base.model), mqtt_host, mqtt_port, dicom_port, paced_fps };
             let rows = lesiond::bench::run(&opts, &runtime()?).map_err(Failure::runtime)?;
             if json {
                 for r in rows {

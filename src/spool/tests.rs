@@ -363,3 +363,33 @@ fn a_destination_added_later_gets_what_is_still_spooled_and_one_removed_is_forgo
     assert!(!dir.path().join("archive.acked").exists());
     assert_eq!(spool.stats().damaged, 0, "an acknowledgement file is not foreign");
 }
+
+/// An assessment's judged frame travels with it: written, read back byte for byte (after a
+/// restart too), counted in the spool's size, and a damaged image sets the entry aside like a
+/// damaged payload.
+#[test]
+fn an_image_travels_with_its_assessment_and_is_checked_like_it() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path().join("spool");
+    let image: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let json = br#"{"assessment_id":"a1","frames":[]}"#;
+    let spool = Spool::open(&config(&dir, 1 << 20), ONE).expect("open");
+    let n = spool.append_waiting(EntryKind::Assessment, json, Some(&image), &|_| true).expect("append");
+    let plain = spool.append(EntryKind::Classification, &result("r1")).expect("append");
+    assert_eq!(spool.stats().bytes, (json.len() + image.len() + result("r1").len()) as u64);
+    drop(spool);
+    let spool = Spool::open(&config(&dir, 1 << 20), ONE).expect("reopen");
+    let back = spool.next_after(MQTT, None).expect("the assessment");
+    assert_eq!((back.number, back.kind, back.json.as_slice(), back.image.as_deref()), (n, EntryKind::Assessment, &json[..], Some(&image[..])));
+    assert_eq!(spool.next_after(MQTT, Some(n)).expect("the classification").image, None);
+    // One bit flipped in the image: the entry is set aside, never delivered with a wrong frame.
+    drop(spool);
+    let path = spool_path(&dir, n);
+    let mut bytes = std::fs::read(&path).expect("read");
+    let last = bytes.len() - 10;
+    bytes[last] ^= 1;
+    std::fs::write(&path, bytes).expect("write");
+    let spool = Spool::open(&config(&dir, 1 << 20), ONE).expect("reopen");
+    assert_eq!(spool.next_after(MQTT, None).map(|r| r.number), Some(plain));
+    assert_eq!(spool.stats().damaged, 1);
+}

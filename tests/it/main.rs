@@ -8,6 +8,7 @@
 
 mod common;
 
+mod archive;
 mod bounds;
 mod daemon;
 mod reliability;

@@ -21,6 +21,7 @@ mod viewer_http;
 mod ham10000 {
     mod abstain;
     mod accuracy;
+    mod archive;
     #[cfg(all(feature = "tract", feature = "tflite"))]
     mod engines_agree;
     mod examination;

@@ -301,6 +301,9 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
         PipelineEnd::Failed(cause) => Some(cause.clone()),
         _ => None,
     };
+    // A stop signal while the publisher drains a finished batch stops the archive too: it has
+    // been taken from the stream and will not come again.
+    let mut stop_signalled = false;
     if !publisher_gone {
         if end == PipelineEnd::SourceDone {
             publisher.set_mode(Mode::Drain);
@@ -310,6 +313,7 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
                 joined = &mut publisher.task => break joined,
                 signal = signals.next() => if matches!(signal, Some(SIGTERM) | Some(SIGINT)) {
                     publisher.set_mode(Mode::Stop);
+                    stop_signalled = true;
                 },
             }
         };
@@ -322,7 +326,9 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
     // 4. the archive files what is left (a finished batch: everything, retrying while the
     //    archive is away, until a signal) or ends after the assessment in hand.
     if let Some(mut a) = archive.filter(|_| !archive_gone) {
-        if end == PipelineEnd::SourceDone {
+        if stop_signalled {
+            a.set_mode(archive::ArchiveMode::Stop);
+        } else if end == PipelineEnd::SourceDone {
             a.set_mode(archive::ArchiveMode::Drain);
         }
         let joined = loop {

@@ -59,6 +59,7 @@ struct SpooledReferral {
 struct SpooledFrame {
     captured_at: String,
     weight: f32,
+    focus: f32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,8 +113,11 @@ impl<'a> FilingParts<'a> {
     pub fn new(spooled: &'a Spooled, context: &'a ExaminationContext, labels: &'a Labels) -> Result<FilingParts<'a>, FiledError> {
         let assessed_at = parse_time("assessed_at", &spooled.assessed_at)?;
         let started_at = parse_time("context.set_at", &context.set_at)?;
-        // The judged frame is the sharpest (highest weight) the examination used.
-        let sharpest = spooled.frames.iter().max_by(|a, b| a.weight.total_cmp(&b.weight));
+        // The judged frame is the sharpest (highest weight) the examination used: the one the
+        // pipeline kept. Published weights are rounded to 3 decimals, so frames nearly as sharp
+        // tie; the unrounded focus tells them apart as the pipeline did (weight is focus over
+        // the sharpest focus), and of equals both take the last.
+        let sharpest = spooled.frames.iter().max_by(|a, b| a.weight.total_cmp(&b.weight).then(a.focus.total_cmp(&b.focus)));
         let captured_at = match sharpest {
             Some(f) => parse_time("frames.captured_at", &f.captured_at)?,
             None => assessed_at,

@@ -452,12 +452,14 @@ impl Publisher {
             // showing a stale one. While disconnected there is no waiting for it: the next start
             // publishes its own state.
             let state_settled = !self.is_connected() || state.settled(self.outbox.has_unacked(&MessageKind::State));
-            let done = spool.is_empty() && self.outbox.unacked_results() == 0 && state_settled;
+            // Done with what is ours: results the archive (its own cursor) has yet to file are
+            // not the publisher's to wait for.
+            let done = spool.pending(self.shared.delivery) == 0 && self.outbox.unacked_results() == 0 && state_settled;
             if current != Mode::Running && done {
                 break;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                let left = spool.stats().depth;
+                let left = spool.pending(self.shared.delivery);
                 tracing::warn!("stopping with {left} result(s) not yet acknowledged; they stay in the spool for the next start");
                 break;
             }

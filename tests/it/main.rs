@@ -8,6 +8,7 @@
 
 mod common;
 
+mod archive;
 mod bounds;
 mod daemon;
 mod reliability;
@@ -20,6 +21,7 @@ mod viewer_http;
 mod ham10000 {
     mod abstain;
     mod accuracy;
+    mod archive;
     #[cfg(all(feature = "tract", feature = "tflite"))]
     mod engines_agree;
     mod examination;

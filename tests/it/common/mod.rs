@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 #[cfg(all(feature = "tflite", any(feature = "tract", feature = "ort")))]
 pub mod engines;
 
+/// DICOM peers for the archive's tests: Orthanc, dcmtk's worklist server, a throwaway PKI.
+pub mod dicom;
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -75,13 +78,19 @@ pub fn heavy() -> MutexGuard<'static, ()> {
 }
 
 pub fn find_program(name: &str) -> PathBuf {
+    find_installed(name, "install Debian's mosquitto and mosquitto-clients (.ci/run does)")
+}
+
+/// A program the tests need, from the usual system folders; a missing one fails the test (CI
+/// installs them all) with `install_hint` saying how to get it, rather than skipping it.
+pub fn find_installed(name: &str, install_hint: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
         let p = Path::new(dir).join(name);
         if p.is_file() {
             return p;
         }
     }
-    panic!("{name} not found: install Debian's mosquitto and mosquitto-clients (.ci/run does)");
+    panic!("{name} not found: {install_hint}");
 }
 
 pub fn free_port() -> u16 {

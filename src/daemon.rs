@@ -459,7 +459,8 @@ async fn apply_context(contexts: &ContextStore, worklist: Option<&archive::Peer>
         .ok_or("patient_id: required")?;
     contexts.set(context).map_err(|e| e.to_string())?;
     tracing::info!(context_id = %context_id, from_worklist, "examination context set");
-    Ok(Some(serde_json::json!({ "context_id": context_id, "completed_from_worklist": from_worklist })))
+    let reply = crate::report::context::ContextReply { context_id, completed_from_worklist: from_worklist };
+    serde_json::to_value(reply).map(Some).map_err(|e| e.to_string())
 }
 
 fn notify(state: &[NotifyState]) {

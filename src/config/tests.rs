@@ -292,3 +292,12 @@ fn the_context_lives_beside_the_spool_unless_told() {
     let c = load(DEMO_TOML, &[("LESIOND_CONTEXT__DIR", "/srv/ctx"), ("LESIOND_CONTEXT__IDLE_TIMEOUT_SECS", "0")]).expect("loads");
     assert_eq!((c.context.dir.to_str(), c.context.idle_timeout.is_zero()), (Some("/srv/ctx"), true));
 }
+
+#[test]
+fn a_worklist_is_checked_even_with_the_archive_off() {
+    let text = format!("{DEMO_TOML}\n[dicom.worklist]\nhost = \"\"\nport = 104\npeer_ae_title = \"WL\"\n");
+    let err = load(&text, &[]).expect_err("an empty worklist host").to_string();
+    assert!(err.contains("dicom.worklist.host"), "{err}");
+    let text = format!("{DEMO_TOML}\n[dicom.worklist]\nhost = \"127.0.0.1\"\nport = 104\npeer_ae_title = \"WL\"\n");
+    assert!(load(&text, &[]).is_ok_and(|c| !c.dicom.enabled && c.dicom.worklist.is_some()));
+}

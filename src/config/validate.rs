@@ -173,8 +173,24 @@ fn ae_title(key: &str, ae: &str) -> Result<(), Invalid> {
     }
 }
 
-/// `[dicom]`: checked when enabled (an unused section may stay half filled in).
+/// `[dicom]`: checked when enabled (an unused section may stay half filled in); its worklist
+/// whenever it is there (the `context` command uses it with or without the archive).
 fn dicom(d: &super::DicomConfig) -> Result<(), Invalid> {
+    if let Some(w) = &d.worklist {
+        ae_title("dicom.ae_title", &d.ae_title)?;
+        ae_title("dicom.worklist.peer_ae_title", &w.peer_ae_title)?;
+        if w.host.trim().is_empty() || w.port == 0 {
+            return Err(Invalid::at("dicom.worklist.host", "dicom.worklist.host and port must name the worklist provider"));
+        }
+        if let Some(tls) = &w.tls {
+            if tls.client_cert.is_some() != tls.client_key.is_some() {
+                return Err(Invalid::at("dicom.worklist.tls.client_cert", "dicom.worklist.tls.client_cert and dicom.worklist.tls.client_key go together"));
+            }
+        }
+        if !(1..=600).contains(&d.timeout_secs) {
+            return Err(Invalid::at("dicom.timeout_secs", format!("dicom.timeout_secs = {}: use 1..600", d.timeout_secs)));
+        }
+    }
     if !d.enabled {
         return Ok(());
     }
@@ -192,17 +208,9 @@ fn dicom(d: &super::DicomConfig) -> Result<(), Invalid> {
     if !(1..=86400).contains(&d.retry_max_secs) {
         return Err(Invalid::at("dicom.retry_max_secs", format!("dicom.retry_max_secs = {}: use 1..86400", d.retry_max_secs)));
     }
-    for (key, tls) in [("dicom.tls", d.tls.as_ref()), ("dicom.worklist.tls", d.worklist.as_ref().and_then(|w| w.tls.as_ref()))] {
-        if let Some(tls) = tls {
-            if tls.client_cert.is_some() != tls.client_key.is_some() {
-                return Err(Invalid::at(format!("{key}.client_cert"), format!("{key}.client_cert and {key}.client_key go together")));
-            }
-        }
-    }
-    if let Some(w) = &d.worklist {
-        ae_title("dicom.worklist.peer_ae_title", &w.peer_ae_title)?;
-        if w.host.trim().is_empty() || w.port == 0 {
-            return Err(Invalid::at("dicom.worklist.host", "dicom.worklist.host and port must name the worklist provider"));
+    if let Some(tls) = &d.tls {
+        if tls.client_cert.is_some() != tls.client_key.is_some() {
+            return Err(Invalid::at("dicom.tls.client_cert", "dicom.tls.client_cert and dicom.tls.client_key go together"));
         }
     }
     Ok(())

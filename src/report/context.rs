@@ -182,6 +182,15 @@ fn birth_date(date: &str) -> Result<(), ContextError> {
     Ok(())
 }
 
+/// The reply to a `context` command that set one (`reply/context`, its `state`): which context,
+/// never what it says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContextReply {
+    pub context_id: String,
+    /// Whether the patient came from the worklist entry of the accession number.
+    pub completed_from_worklist: bool,
+}
+
 /// What the screen may show of a context: the lesion and the body site always, the patient's
 /// identity only with `viewer.show_patient`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -18,8 +18,9 @@ fn schema(name: &str) -> Value {
     };
     let mut schema = read(name);
     if name == "reply" {
-        // The reply's `state` is a status: inlined (no resolver, no network).
-        schema["properties"]["state"] = read("stats");
+        // The reply's `state` is a status or a context's id: the status inlined (no resolver,
+        // no network).
+        schema["properties"]["state"]["anyOf"][0] = read("stats");
     }
     schema
 }
@@ -66,4 +67,45 @@ fn status_and_replies_match_their_schemas() {
     assert_valid("reply", &serde_json::to_vec(&done).expect("serializes"));
     let refused = Reply::<()>::new("reload", Some("r".into()), Err("the model file is missing".into()));
     assert_valid("reply", &serde_json::to_vec(&refused).expect("serializes"));
+    let context = super::context::ContextReply { context_id: "9d2f5c0e-5b1a-4f43-a3f4-2f0c8e6f1b7d".into(), completed_from_worklist: true };
+    let set = Reply::new("context", Some("c1".into()), Ok(Some(context)));
+    assert_valid("reply", &serde_json::to_vec(&set).expect("serializes"));
+}
+
+fn a_context() -> super::context::ExaminationContext {
+    super::context::ContextFields {
+        patient_id: Some("P-4711".into()),
+        patient_name: Some("Doe^Jane".into()),
+        birth_date: Some("19700131".into()),
+        sex: Some("F".into()),
+        accession_number: Some("ACC-1".into()),
+        body_site: Some("left forearm".into()),
+        body_site_snomed: Some("14975008".into()),
+        lesion_id: Some("L1".into()),
+    }
+    .validated()
+    .expect("valid")
+    .into_context("9d2f5c0e-5b1a-4f43-a3f4-2f0c8e6f1b7d".into(), "2026-12-05T10:00:00Z".into(), None)
+    .expect("a context")
+}
+
+/// The context as assessments carry it, and the command that sets it, against their schemas:
+/// what the parser takes, the schema takes (and a field the parser refuses, the schema too).
+#[test]
+fn a_context_and_its_command_match_their_schemas() {
+    let mut assessment: Value = serde_json::from_slice(&std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/payloads/assessment.json")).expect("golden")).expect("JSON");
+    assessment["context"] = serde_json::to_value(a_context()).expect("serializes");
+    assert_valid("assessment", &serde_json::to_vec(&assessment).expect("JSON"));
+    let command = br#"{"request_id":"c1","patient_id":"P-4711","patient_name":"Doe^Jane","birth_date":"19700131","sex":"F","accession_number":"ACC-1","body_site":"left forearm","body_site_snomed":"14975008","lesion_id":"L1"}"#;
+    assert!(crate::commands::parse("context", command).is_ok());
+    assert_valid("context", command);
+    assert_valid("context", br#"{"clear":true}"#);
+    assert_valid("context", br#"{"accession_number":"ACC-1"}"#);
+    let schema = schema("context");
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+    for refused in [&br#"{"patient_id":"P","sex":"female"}"#[..], br#"{"patient_id":"P","birth_date":"1970-01-31"}"#, br#"{"lesion_id":"L1"}"#, br#"{"clear":true,"patient_id":"P"}"#] {
+        assert!(crate::commands::parse("context", refused).is_err(), "{}", String::from_utf8_lossy(refused));
+        let value: Value = serde_json::from_slice(refused).expect("JSON");
+        assert!(!validator.is_valid(&value), "the schema takes what the parser refuses: {}", String::from_utf8_lossy(refused));
+    }
 }

@@ -61,7 +61,9 @@ fn idle_folder(dir: &Path) -> PathBuf {
 /// The production configuration plus `dicom_section`.
 fn write_config(work: &Path, dicom_section: &str) -> PathBuf {
     let shipped = std::fs::read_to_string(repo().join("config/lesiond.toml")).expect("config/lesiond.toml");
-    write_file(work, "lesiond.toml", &format!("{shipped}\n{dicom_section}"))
+    // The shipped file ends with its own (disabled) [dicom] section: the test's replaces it.
+    let (before_dicom, _) = shipped.split_once("\n[dicom]\n").expect("config/lesiond.toml ends with [dicom]");
+    write_file(work, "lesiond.toml", &format!("{before_dicom}\n{dicom_section}"))
 }
 
 /// `lesiond run` on a folder of frames at 15 fps; its log in `work/<run>/lesiond.log`.

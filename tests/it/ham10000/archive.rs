@@ -334,7 +334,15 @@ fn context_set_then_replay_files_each_assessment_once_with_its_patient() {
         assert_eq!(image["AnatomicRegionSequence"][0]["CodingSchemeDesignator"], "SCT");
     }
 
-    // Patient data: never in the log; on disk only 0600 in 0700.
+    // Patient data: never on the retained state topic (any screen or dashboard may show it),
+    // never in the log; on disk only 0600 in 0700.
+    let states = sub.on(&format!("{STATION}/state"));
+    assert!(!states.is_empty(), "no state was published");
+    for state in &states {
+        for secret in PATIENT_DATA {
+            assert!(!state.payload.contains(secret), "the state topic names {secret:?}: {}", state.payload);
+        }
+    }
     for (run, text) in [("run 1", &run1_log), ("run 2", &log)] {
         for secret in PATIENT_DATA {
             assert!(!text.contains(secret), "the {run} log names {secret:?}");

@@ -96,42 +96,21 @@ struct Body {
     request_id: Option<String>,
 }
 
-/// The `context` command's payload: the fields, or `{"clear": true}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ContextBody {
-    request_id: Option<String>,
-    #[serde(default)]
-    clear: bool,
-    patient_id: Option<String>,
-    patient_name: Option<String>,
-    birth_date: Option<String>,
-    sex: Option<String>,
-    accession_number: Option<String>,
-    body_site: Option<String>,
-    body_site_snomed: Option<String>,
-    lesion_id: Option<String>,
-}
-
-impl ContextBody {
-    fn change(self) -> Result<ContextChange, CommandError> {
-        let fields = ContextFields {
-            patient_id: self.patient_id,
-            patient_name: self.patient_name,
-            birth_date: self.birth_date,
-            sex: self.sex,
-            accession_number: self.accession_number,
-            body_site: self.body_site,
-            body_site_snomed: self.body_site_snomed,
-            lesion_id: self.lesion_id,
-        };
-        if self.clear {
-            if fields != ContextFields::default() {
-                return Err(CommandError::Malformed("\"clear\" comes alone (with at most a request_id)".into()));
-            }
-            return Ok(ContextChange::Clear);
+/// What a `context` command asks for, from its payload less `request_id`: `{"clear": true}`
+/// alone, or the fields (`ContextFields` names them and refuses any other).
+fn context_change(mut body: serde_json::Map<String, serde_json::Value>) -> Result<ContextChange, CommandError> {
+    body.remove("request_id");
+    match body.remove("clear") {
+        Some(serde_json::Value::Bool(true)) if body.is_empty() => Ok(ContextChange::Clear),
+        Some(serde_json::Value::Bool(true)) => Err(CommandError::Malformed("\"clear\" comes alone (with at most a request_id)".into())),
+        Some(_) => Err(CommandError::Malformed("\"clear\" can only be true".into())),
+        None => {
+            // serde's messages quote the offending value for some errors: a context's fields
+            // may be patient data, so its refusals name the field only (see `report::context`).
+            let fields: ContextFields = serde_json::from_value(serde_json::Value::Object(body))
+                .map_err(|e| CommandError::Malformed(without_values(&e.to_string())))?;
+            Ok(ContextChange::Set(fields.validated()?))
         }
-        Ok(ContextChange::Set(fields.validated()?))
     }
 }
 
@@ -154,13 +133,12 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Command, Refused> {
         // it when possible.
         let loose: Option<String> =
             value.get("request_id").and_then(|r| r.as_str()).map(str::to_owned).filter(|id| valid_request_id(id));
-        // serde's messages quote the offending value for some errors: a context's fields may be
-        // patient data, so its refusals name the field only (see `report::context`).
         let (request_id, context) = if known == Some(CommandName::Context) {
-            let body: ContextBody = serde_json::from_value(value)
-                .map_err(|e| refuse(loose.clone(), CommandError::Malformed(without_values(&e.to_string()))))?;
-            let id = body.request_id.clone();
-            let change = body.change().map_err(|e| refuse(loose.clone(), e))?;
+            let serde_json::Value::Object(body) = value else {
+                return Err(refuse(None, CommandError::Malformed("the payload must be a JSON object".into())));
+            };
+            let id = body.get("request_id").map(|r| r.as_str().map(str::to_owned).ok_or_else(|| refuse(loose.clone(), CommandError::Malformed("request_id must be a string".into())))).transpose()?;
+            let change = context_change(body).map_err(|e| refuse(loose.clone(), e))?;
             (id, Some(change))
         } else {
             let body: Body =

@@ -78,7 +78,7 @@ impl ContextStore {
         let (changes, _) = tokio::sync::watch::channel(kept.as_ref().map(|k: &Kept| k.context.clone()));
         let store = ContextStore { path, idle, kept: Mutex::new(kept), changes };
         // Expired while the daemon was down: gone now, file too.
-        let _ = store.current_at(SystemTime::now());
+        store.end_if_idle();
         Ok(store)
     }
 
@@ -92,6 +92,17 @@ impl ContextStore {
     }
 
     fn current_at(&self, now: SystemTime) -> Option<ExaminationContext> {
+        self.end_if_idle_at(now);
+        self.lock().as_ref().map(|k| k.context.clone())
+    }
+
+    /// Ends the context if it has been idle past `context.idle_timeout_secs` (the daemon calls
+    /// it every second, so that the screen shows an ended context as ended).
+    pub fn end_if_idle(&self) {
+        self.end_if_idle_at(SystemTime::now());
+    }
+
+    fn end_if_idle_at(&self, now: SystemTime) {
         let mut kept = self.lock();
         let expired = kept.as_ref().is_some_and(|k| !self.idle.is_zero() && epoch_secs(now).saturating_sub(k.last_used) >= self.idle.as_secs());
         if expired {
@@ -100,9 +111,7 @@ impl ContextStore {
             self.changes.send_replace(None);
             tracing::info!("examination context ended: idle for context.idle_timeout_secs ({} s)", self.idle.as_secs());
             self.remove_file();
-            return None;
         }
-        kept.as_ref().map(|k| k.context.clone())
     }
 
     /// Replaces the context (written to disk before it is in force: a restart keeps it).
@@ -120,10 +129,8 @@ impl ContextStore {
         self.remove_file();
     }
 
-    /// Follows the context in force (set, cleared, ended by its idle time once [`current`]
-    /// notices: the daemon looks every second).
-    ///
-    /// [`current`]: ContextStore::current
+    /// Follows the context in force (set, cleared, ended by its idle time once
+    /// [`ContextStore::end_if_idle`] notices: the daemon looks every second).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Option<ExaminationContext>> {
         self.changes.subscribe()
     }

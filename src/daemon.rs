@@ -256,7 +256,7 @@ pub async fn run(origin: ConfigOrigin, mut config: Config) -> Result<Arc<Stats>,
             }
             _ = supervise_tick.tick() => {
                 // Ends a context idle past context.idle_timeout_secs, for the screen too.
-                let _ = wiring.contexts.current();
+                wiring.contexts.end_if_idle();
                 if pipeline.is_idle() {
                     break Ending { end: PipelineEnd::Failed("no pipeline is running after a failed reload".into()), stalled: false, publisher_gone: false };
                 }

@@ -22,7 +22,8 @@ pub struct Frame {
     pub image: RgbImage,
     /// The frame as the source delivered it, when that was a JPEG (an MJPEG camera's frame, a
     /// replayed .jpg): an assessment files its judged frame as is, not re-encoded.
-    pub jpeg: Option<std::sync::Arc<[u8]>>,
+    /// (`Arc<Vec>`: a replayed file's bytes move in without a copy.)
+    pub jpeg: Option<std::sync::Arc<Vec<u8>>>,
     /// Time spent reading and decoding this frame.
     pub decode_time: Duration,
 }

@@ -69,7 +69,7 @@ struct Prepared {
 /// (a raw camera format, a PNG replay) its pixels, encoded only if it is the one chosen.
 #[derive(Clone)]
 enum KeptFrame {
-    Jpeg(Arc<[u8]>),
+    Jpeg(Arc<Vec<u8>>),
     Pixels(Arc<image::RgbImage>),
 }
 

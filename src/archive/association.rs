@@ -382,18 +382,7 @@ impl Association {
                     Pdu::ReleaseRP => return Ok(()),
                     // Leftover responses (e.g. after a cancelled operation) may still come.
                     Pdu::PData { .. } => continue,
-                    Pdu::AbortRQ { source } => {
-                        return Err(NetError::Aborted {
-                            during,
-                            reason: abort_words(&source),
-                        })
-                    }
-                    other => {
-                        return Err(NetError::UnexpectedResponse {
-                            during,
-                            detail: other.short_description().to_string(),
-                        })
-                    }
+                    other => return Err(not_expected(other, during)),
                 }
             }
         }
@@ -536,19 +525,7 @@ impl Association {
             }
             match self.receive_pdu(during).await? {
                 Pdu::PData { data } => self.pending.extend(data),
-                Pdu::AbortRQ { source } => {
-                    return Err(NetError::Aborted {
-                        during,
-                        reason: abort_words(&source),
-                    })
-                }
-                other => {
-                    return Err(NetError::UnexpectedResponse {
-                        during,
-                        // Only the PDU kind: a PDU's content could be patient data.
-                        detail: other.short_description().to_string(),
-                    });
-                }
+                other => return Err(not_expected(other, during)),
             }
         }
     }
@@ -658,11 +635,20 @@ pub async fn echo_peer(peer: &Peer) -> Result<(), NetError> {
     assoc.release().await
 }
 
+/// A PDU that is not the answer awaited: the archive's abort in words, or the kind of what came
+/// (only the kind: a PDU's content could be patient data).
+fn not_expected(pdu: Pdu, during: &'static str) -> NetError {
+    match pdu {
+        Pdu::AbortRQ { source } => NetError::Aborted { during, reason: abort_words(&source) },
+        other => NetError::UnexpectedResponse { during, detail: other.short_description().to_string() },
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn peer() -> Peer {
+    pub(in crate::archive) fn peer() -> Peer {
         Peer {
             host: "127.0.0.1".into(),
             port: 104,

@@ -336,16 +336,7 @@ pub(crate) fn abort_words(source: &AbortRQSource) -> String {
 mod tests {
     use super::*;
 
-    fn peer() -> Peer {
-        Peer {
-            host: "127.0.0.1".into(),
-            port: 104,
-            calling_ae: "LESIOND".into(),
-            called_ae: "PACS".into(),
-            tls: None,
-            timeout: Duration::from_millis(1500),
-        }
-    }
+    use super::super::association::tests::peer;
 
     #[test]
     fn rejection_in_words() {

@@ -187,18 +187,7 @@ fn put_document_general(
     object.put(empty(tags::PERFORMED_PROCEDURE_CODE_SEQUENCE, VR::SQ));
     // The image is the evidence this report was made from (Hierarchical SOP
     // Instance Reference Macro: study > series > instance).
-    let instance = InMemDicomObject::from_element_iter([
-        uid(
-            tags::REFERENCED_SOP_CLASS_UID,
-            "Referenced SOP Class UID (image)",
-            &image.sop_class_uid,
-        )?,
-        uid(
-            tags::REFERENCED_SOP_INSTANCE_UID,
-            "Referenced SOP Instance UID (image)",
-            &image.sop_instance_uid,
-        )?,
-    ]);
+    let instance = image_reference(image)?;
     let series = InMemDicomObject::from_element_iter([
         uid(
             tags::SERIES_INSTANCE_UID,
@@ -498,24 +487,22 @@ fn uidref_item(
     Ok(item)
 }
 
+/// The image's SOP class and instance: how the evidence list and the IMAGE content item
+/// both name it.
+fn image_reference(image: &Instance) -> Result<InMemDicomObject, ObjectError> {
+    Ok(InMemDicomObject::from_element_iter([
+        uid(tags::REFERENCED_SOP_CLASS_UID, "Referenced SOP Class UID (image)", &image.sop_class_uid)?,
+        uid(tags::REFERENCED_SOP_INSTANCE_UID, "Referenced SOP Instance UID (image)", &image.sop_instance_uid)?,
+    ]))
+}
+
 fn image_item(
     relationship: &str,
     concept: Code,
     image: &Instance,
 ) -> Result<InMemDicomObject, ObjectError> {
     let mut item = content_item(relationship, "IMAGE", concept)?;
-    let reference = InMemDicomObject::from_element_iter([
-        uid(
-            tags::REFERENCED_SOP_CLASS_UID,
-            "Referenced SOP Class UID (image)",
-            &image.sop_class_uid,
-        )?,
-        uid(
-            tags::REFERENCED_SOP_INSTANCE_UID,
-            "Referenced SOP Instance UID (image)",
-            &image.sop_instance_uid,
-        )?,
-    ]);
+    let reference = image_reference(image)?;
     item.put(sequence(tags::REFERENCED_SOP_SEQUENCE, vec![reference]));
     Ok(item)
 }

@@ -184,7 +184,7 @@ impl FrameSource for CameraSource {
             let decoded = match buffer.source_frame_format() {
                 FrameFormat::MJPEG => {
                     // Kept as delivered: an assessment files its judged frame as is.
-                    jpeg = Some(std::sync::Arc::from(buffer.buffer()));
+                    jpeg = Some(std::sync::Arc::new(buffer.buffer().to_vec()));
                     decode::decode_jpeg_within(buffer.buffer(), &self.limits)
                 }
                 FrameFormat::YUYV => decode::yuyv_to_rgb_within(buffer.buffer(), res.width(), res.height(), &self.limits),

@@ -82,7 +82,7 @@ enum ReadFailure {
 /// Reads (bounded: a file above the size limit, a FIFO or a device is not read) and decodes one
 /// file.
 /// A JPEG file's bytes come back with the image: an assessment files its judged frame as is.
-fn read_and_decode(path: &Path, limits: &DecodeLimits) -> Result<(image::RgbImage, Option<std::sync::Arc<[u8]>>), ReadFailure> {
+fn read_and_decode(path: &Path, limits: &DecodeLimits) -> Result<(image::RgbImage, Option<std::sync::Arc<Vec<u8>>>), ReadFailure> {
     let bytes = crate::fsread::read(path, "image", limits.max_bytes).map_err(|e| {
         if e.is_resource() {
             ReadFailure::Resource(e.reason())
@@ -104,7 +104,7 @@ fn read_and_decode(path: &Path, limits: &DecodeLimits) -> Result<(image::RgbImag
             ReadFailure::Skip { reason: e.to_string(), too_large: e.is_too_large() }
         }
     })?;
-    let jpeg = bytes.starts_with(&[0xFF, 0xD8, 0xFF]).then(|| std::sync::Arc::from(bytes));
+    let jpeg = bytes.starts_with(&[0xFF, 0xD8, 0xFF]).then(|| std::sync::Arc::new(bytes));
     Ok((image, jpeg))
 }
 

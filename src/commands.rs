@@ -105,8 +105,12 @@ fn context_change(mut body: serde_json::Map<String, serde_json::Value>) -> Resul
         Some(serde_json::Value::Bool(true)) => Err(CommandError::Malformed("\"clear\" comes alone (with at most a request_id)".into())),
         Some(_) => Err(CommandError::Malformed("\"clear\" can only be true".into())),
         None => {
-            // serde's messages quote the offending value for some errors: a context's fields
-            // may be patient data, so its refusals name the field only (see `report::context`).
+            // serde's messages quote the offending value (`invalid type: integer `4711``): a
+            // context's fields may be patient data, so a wrong type is refused here, naming the
+            // field only (see `report::context`); serde is left only unknown names to refuse.
+            if let Some((key, _)) = body.iter().find(|(_, v)| !(v.is_string() || v.is_null())) {
+                return Err(CommandError::Malformed(format!("{key}: must be a string")));
+            }
             let fields: ContextFields = serde_json::from_value(serde_json::Value::Object(body))
                 .map_err(|e| CommandError::Malformed(without_values(&e.to_string())))?;
             Ok(ContextChange::Set(fields.validated()?))
@@ -275,6 +279,8 @@ mod tests {
         assert!(r.error.to_string().contains("birth_date") && !r.error.to_string().contains("1970"), "{}", r.error);
         let r = parse("context", br#"{"patient_id":"P-77","patient_name":["Doe Jane Secret"]}"#).expect_err("bad type");
         assert!(!r.error.to_string().contains("Secret"), "{}", r.error);
+        let r = parse("context", br#"{"patient_id":47114711}"#).expect_err("a number");
+        assert!(r.error.to_string().contains("patient_id") && !r.error.to_string().contains("4711"), "{}", r.error);
         let r = parse("context", br#"{"patient_id":"P-77","nickname":"Secret"}"#).expect_err("unknown field");
         assert!(!r.error.to_string().contains("Secret"), "{}", r.error);
     }
